@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make dev` (run) and `make test` (test).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export AIPLATFORM_STORAGE_DIR ?= $(CURDIR)/storage
+
+.PHONY: install dev test lint format bench ingest clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned: it takes the CPU build on disk, never a CUDA download.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+# First run: materialise the ingestion group on the sample corpus so `aiplatform search` answers at once.
+ingest: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select 'group:ingestion'
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(AIPLATFORM_STORAGE_DIR)/vector_index/manifest.json || $(MAKE) ingest
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python -m aiplatform_dagster.benchmarks.ingestion_and_search
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) $(AIPLATFORM_STORAGE_DIR) .pytest_cache .ruff_cache

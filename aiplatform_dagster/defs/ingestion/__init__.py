@@ -1,0 +1,1 @@
+"""The ingestion group: documents -> chunks -> embeddings + BM25 -> vector index."""

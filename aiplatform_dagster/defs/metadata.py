@@ -1,0 +1,28 @@
+"""Turn domain results into Dagster metadata values the UI renders well."""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+PREVIEW_ROWS = 10
+_CELL_CHARS = 80
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    """The first ``limit`` rows as a Markdown table (cells shortened to stay readable)."""
+    if not rows:
+        return dg.MetadataValue.md("_(none)_")
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows[:limit]:
+        cells = (_cell(row[column]) for column in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(rows) > limit:
+        lines.append(f"\n_{len(rows) - limit} more not shown_")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"

