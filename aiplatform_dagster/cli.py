@@ -5,14 +5,14 @@ import json
 import sys
 from collections.abc import Sequence
 
-from aiplatform_dagster.rag.retriever import SearchMode
+from aiplatform_dagster.rag.retriever import Retriever, SearchMode
 
 SNIPPET_CHARS = 240
 
 
-def _platform_retriever():  # noqa: ANN202 - lazy import keeps `--help` fast
+def _platform_retriever() -> Retriever:
+    """The retriever over the platform's materialised indexes (Dagster imported only here)."""
     from aiplatform_dagster.defs.resources import default_resources
-    from aiplatform_dagster.rag.retriever import Retriever
 
     resources = default_resources()
     store = resources["storage"].ingestion_store()
@@ -27,9 +27,15 @@ def _search(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 [
-                    {"rank": rank, "score": r.score, "chunk_id": r.chunk.chunk_id,
-                     "doc_id": r.chunk.doc_id, "title": r.chunk.title,
-                     "source": r.chunk.source_path, "text": r.chunk.text}
+                    {
+                        "rank": rank,
+                        "score": r.score,
+                        "chunk_id": r.chunk.chunk_id,
+                        "doc_id": r.chunk.doc_id,
+                        "title": r.chunk.title,
+                        "source": r.chunk.source_path,
+                        "text": r.chunk.text,
+                    }
                     for rank, r in enumerate(results, start=1)
                 ]
             )

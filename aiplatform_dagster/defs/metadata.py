@@ -9,7 +9,9 @@ PREVIEW_ROWS = 10
 _CELL_CHARS = 80
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], limit: int = PREVIEW_ROWS) -> dg.MetadataValue:
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], limit: int = PREVIEW_ROWS
+) -> dg.MetadataValue:
     """The first ``limit`` rows as a Markdown table (cells shortened to stay readable)."""
     if not rows:
         return dg.MetadataValue.md("_(none)_")

@@ -1,5 +1,6 @@
 """Write a directory completely or not at all, so a crash never leaves a half-written index."""
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ from pathlib import Path
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a scratch directory that replaces ``target`` only if the block succeeds.
 
-    Readers see either the previous complete version or the new one. On error the
-    scratch directory is removed and ``target`` is untouched.
+    Files are fsynced before the swap, so after a crash ``target`` holds the previous
+    complete version or the new one (or, between the two renames of a replacement, is
+    absent with the previous version in a ``.NAME.*.old`` sibling); never a mix. On error
+    the scratch directory is removed and ``target`` is untouched.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +23,8 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     scratch.mkdir()
     try:
         yield scratch
+        for path in scratch.iterdir():
+            _fsync(path)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -27,4 +32,13 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     if target.exists():
         target.rename(retired)
     scratch.rename(target)
+    _fsync(target.parent)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

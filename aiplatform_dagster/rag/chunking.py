@@ -21,14 +21,16 @@ _SENTENCE = re.compile(r"\S.*?(?:[.!?]+[\"')\]]*(?=\s)|\n|\Z)", re.DOTALL)
 _WORD = re.compile(r"\S+")
 _LEVELS = (_PARAGRAPH, _SENTENCE, _WORD)
 MAX_TITLE_TOKENS = 32
+DEFAULT_CHUNK_TOKENS = 240
+DEFAULT_OVERLAP_TOKENS = 32
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkingConfig:
     """Chunk budget (including the title header) and overlap, both in embedder tokens."""
 
-    chunk_tokens: int = 240
-    overlap_tokens: int = 32
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS
 
     def __post_init__(self) -> None:
         if self.chunk_tokens < MAX_TITLE_TOKENS + 16:
@@ -80,7 +82,9 @@ class _Span:
     tokens: int
 
 
-def chunk_document(doc: Document, count_tokens: TokenCounter, config: ChunkingConfig) -> list[Chunk]:
+def chunk_document(
+    doc: Document, count_tokens: TokenCounter, config: ChunkingConfig
+) -> list[Chunk]:
     """Split one document into chunks that fit ``config.chunk_tokens`` with their title."""
     title_tokens = min(count_tokens([doc.title])[0], MAX_TITLE_TOKENS) if doc.title else 0
     budget = config.chunk_tokens - title_tokens - 1

@@ -43,12 +43,13 @@ class DocumentError(ValueError):
 
 
 def iter_candidate_files(folder: Path) -> Iterator[Path]:
-    """Every non-hidden regular file under ``folder``, in a stable order."""
+    """Every non-hidden file (or link to one, even a broken link) under ``folder``, sorted."""
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts):
             continue
-        yield path
+        if path.is_file() or path.is_symlink():
+            yield path
 
 
 def doc_id_for(folder: Path, path: Path) -> str:
@@ -136,8 +137,41 @@ def title_from_text(text: str, path: Path) -> str:
 
 
 _BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt figcaption figure footer form h1 h2 h3 "
-    "h4 h5 h6 header hr li main nav ol p pre section table tr td th ul".split()
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tr",
+        "td",
+        "th",
+        "ul",
+    }
 )
 _SKIPPED_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head"})
 

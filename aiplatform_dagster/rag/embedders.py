@@ -5,9 +5,11 @@ Heavy libraries are imported when a model is first used, never at import time, b
 Dagster imports this code location in every process it starts.
 """
 
+import json
 import os
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -53,24 +55,34 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+@lru_cache(maxsize=4)
+def _load_tokenizer(path: str) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+@lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str) -> Any:
+    """One copy per process: assets, checks and the query path share a loaded model."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device=device)
+
+
 class _HuggingFaceTokenCounter:
-    """Counts tokens with a local Hugging Face tokenizer (loaded on first use)."""
+    """Counts tokens with a local Hugging Face tokenizer (cheap: no model weights loaded)."""
 
     def __init__(self, tokenizer_path: str) -> None:
         self._tokenizer_path = tokenizer_path
 
-    @cached_property
-    def tokenizer(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self._tokenizer_path)
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        encoded = _load_tokenizer(self._tokenizer_path)(list(texts), add_special_tokens=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
 
 class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
@@ -86,16 +98,9 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
         self._device = device
         self._batch_size = batch_size
 
-    @cached_property
-    def model(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        return SentenceTransformer(self._model_path, device=self._device)
-
     @property
-    def tokenizer(self) -> Any:
-        return self.model.tokenizer
+    def model(self) -> Any:
+        return _load_sentence_transformer(self._model_path, self._device)
 
     @property
     def model_id(self) -> str:
@@ -107,30 +112,33 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
 
     @property
     def max_tokens(self) -> int:
+        """The model's max_seq_length less [CLS] and [SEP], read without loading weights."""
+        config = Path(self._model_path) / "sentence_bert_config.json"
+        if config.exists():
+            return int(json.loads(config.read_text())["max_seq_length"]) - 2
         return int(self.model.max_seq_length) - 2
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         total = len(texts)
         if total == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        # Encode in slices so progress is reported; within a slice the model sorts by
-        # length, so padding waste stays low.
-        slice_size = self._batch_size * 16
-        parts = []
+        # Sort by length once for the whole input so every batch pads little, then encode
+        # in slices so progress is reported, and restore the caller's order at the end.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        slice_size = self._batch_size * 8
+        vectors = np.empty((total, self.dimension), dtype=np.float32)
         for start in range(0, total, slice_size):
-            batch = list(texts[start : start + slice_size])
-            parts.append(
-                self.model.encode(
-                    batch,
-                    batch_size=self._batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+            rows = order[start : start + slice_size]
+            vectors[rows] = self.model.encode(
+                [texts[i] for i in rows],
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
             if progress:
                 progress(min(start + slice_size, total), total)
-        return l2_normalise(np.concatenate(parts))
+        return l2_normalise(vectors)
 
 
 class OpenAIEmbedder(_HuggingFaceTokenCounter):

@@ -27,7 +27,6 @@ class QualityResult:
 def _validate(frame: Any, expectations: dict[str, tuple[str, Any]]) -> list[QualityResult]:
     """Run named expectations against one pandas DataFrame in an ephemeral GX context."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -89,7 +88,9 @@ def check_chunks(
             ),
             "documents_exist": (
                 "every chunk's document is among the source documents",
-                expect.ExpectColumnValuesToBeInSet(column="doc_id", value_set=sorted(known_doc_ids)),
+                expect.ExpectColumnValuesToBeInSet(
+                    column="doc_id", value_set=sorted(known_doc_ids)
+                ),
             ),
         },
     )
@@ -120,7 +121,9 @@ def check_embeddings(
             ),
             "dimension_matches_embedder": (
                 f"every vector has {expected_dimension} dimensions",
-                expect.ExpectColumnValuesToBeInSet(column="dimension", value_set=[expected_dimension]),
+                expect.ExpectColumnValuesToBeInSet(
+                    column="dimension", value_set=[expected_dimension]
+                ),
             ),
             "unit_norm": (
                 f"every vector has length 1 ± {UNIT_NORM_TOLERANCE}",

@@ -111,7 +111,10 @@ class Retriever:
         return score_fusion(ranked_lists, k)
 
     def search(
-        self, query: str, mode: SearchMode = SearchMode.HYBRID, k: int = 10,
+        self,
+        query: str,
+        mode: SearchMode = SearchMode.HYBRID,
+        k: int = 10,
         hybrid: HybridConfig | None = None,
     ) -> list[RetrievedChunk]:
         """Like ``hits`` but with the chunks (text, title, source) attached."""

@@ -28,7 +28,11 @@ def snapshot_folder(folder: Path) -> Snapshot:
     """Fingerprint every candidate file without reading its contents (cheap on every tick)."""
     snapshot: Snapshot = {}
     for path in iter_candidate_files(folder):
-        stat = path.stat()
+        try:
+            stat = path.stat()
+        except OSError:
+            snapshot[doc_id_for(folder, path)] = "unreadable"
+            continue
         snapshot[doc_id_for(folder, path)] = f"{stat.st_mtime_ns}:{stat.st_size}"
     return snapshot
 
@@ -37,6 +41,8 @@ def diff_snapshots(previous: Snapshot, current: Snapshot) -> FolderChanges:
     """Files added, changed or removed since ``previous``, each list sorted."""
     return FolderChanges(
         added=tuple(sorted(current.keys() - previous.keys())),
-        changed=tuple(sorted(k for k in current.keys() & previous.keys() if current[k] != previous[k])),
+        changed=tuple(
+            sorted(k for k in current.keys() & previous.keys() if current[k] != previous[k])
+        ),
         removed=tuple(sorted(previous.keys() - current.keys())),
     )

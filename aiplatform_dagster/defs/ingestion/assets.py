@@ -14,10 +14,13 @@ from aiplatform_dagster.defs.resources import (
     StorageResource,
     VectorStoreResource,
 )
-from aiplatform_dagster.rag.bm25 import BM25Index
-from aiplatform_dagster.rag.chunking import ChunkingConfig, chunk_documents
+from aiplatform_dagster.rag.chunking import (
+    DEFAULT_CHUNK_TOKENS,
+    DEFAULT_OVERLAP_TOKENS,
+    ChunkingConfig,
+)
 from aiplatform_dagster.rag.documents import load_documents
-from aiplatform_dagster.rag.incremental import embed_incrementally
+from aiplatform_dagster.rag.pipeline import bm25_step, chunk_step, embed_step, vector_step
 
 GROUP = "ingestion"
 OWNERS = ["team:ml-platform"]
@@ -26,8 +29,13 @@ OWNERS = ["team:ml-platform"]
 class DocumentChunksConfig(dg.Config):
     """Chunk size and overlap, counted in the embedder's tokens."""
 
-    chunk_tokens: int = Field(default=ChunkingConfig.chunk_tokens, description="Budget per chunk, title included.")
-    overlap_tokens: int = Field(default=ChunkingConfig.overlap_tokens, description="Tokens repeated from the previous chunk.")
+    chunk_tokens: int = Field(
+        default=DEFAULT_CHUNK_TOKENS, description="Budget per chunk, title included."
+    )
+    overlap_tokens: int = Field(
+        default=DEFAULT_OVERLAP_TOKENS,
+        description="Tokens repeated from the previous chunk.",
+    )
 
 
 class ChunkEmbeddingsConfig(dg.Config):
@@ -88,30 +96,27 @@ def document_chunks(
 ) -> dg.MaterializeResult:
     """Documents split at paragraph, sentence, then word boundaries into token-sized chunks."""
     chunking = ChunkingConfig(config.chunk_tokens, config.overlap_tokens)
-    model = embedder.get_embedder()
-    if chunking.chunk_tokens > model.max_tokens:
-        raise ValueError(
-            f"chunk_tokens={chunking.chunk_tokens} exceeds the embedder's {model.max_tokens}-token "
-            "input: chunks would be truncated. Lower chunk_tokens."
-        )
-    store = storage.ingestion_store()
-    docs = store.read_documents()
-    chunks = chunk_documents(docs, model.count_tokens, chunking)
-    store.write_chunks(chunks)
+    chunks = chunk_step(storage.ingestion_store(), embedder.get_embedder(), chunking)
+    documents = len({chunk.doc_id for chunk in chunks})
+    context.log.info(f"Split {documents} documents into {len(chunks)} chunks")
     token_counts = sorted(chunk.token_count for chunk in chunks)
-    context.log.info(f"Split {len(docs)} documents into {len(chunks)} chunks")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(chunks),
-            "documents": len(docs),
+            "documents": documents,
             "chunk_tokens": chunking.chunk_tokens,
             "overlap_tokens": chunking.overlap_tokens,
             "median_tokens": token_counts[len(token_counts) // 2] if chunks else 0,
             "max_tokens": token_counts[-1] if chunks else 0,
             "preview": markdown_table(
                 [
-                    {"chunk_id": c.chunk_id[:12], "doc_id": c.doc_id, "position": c.position,
-                     "tokens": c.token_count, "text": c.text}
+                    {
+                        "chunk_id": c.chunk_id[:12],
+                        "doc_id": c.doc_id,
+                        "position": c.position,
+                        "tokens": c.token_count,
+                        "text": c.text,
+                    }
                     for c in chunks
                 ]
             ),
@@ -134,22 +139,19 @@ def chunk_embeddings(
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     """Unit-length vectors for every chunk; unchanged chunks reuse their previous vector."""
-    store = storage.ingestion_store()
-    chunks = store.read_chunks()
-    model = embedder.get_embedder()
-    previous = store.read_embeddings() if config.reuse_previous else None
     started = time.perf_counter()
 
     def report(done: int, total: int) -> None:
         context.log.info(f"Embedded {done}/{total} new chunks")
 
-    run = embed_incrementally(chunks, model, previous, progress=report)
+    run = embed_step(
+        storage.ingestion_store(), embedder.get_embedder(), config.reuse_previous, report
+    )
     seconds = time.perf_counter() - started
-    store.write_embeddings(run.embeddings)
     context.log.info(f"{run.computed} chunks embedded, {run.reused} reused, in {seconds:.1f}s")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(chunks),
+            "dagster/row_count": len(run.embeddings.chunk_ids),
             "reused": run.reused,
             "computed": run.computed,
             "model": run.embeddings.model_id,
@@ -171,12 +173,12 @@ def chunk_embeddings(
 def bm25_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Keyword index (Okapi BM25 with stemming; IDs, dates and codes stay exact)."""
     store = storage.ingestion_store()
-    chunks = store.read_chunks()
     started = time.perf_counter()
-    index = BM25Index.build([c.chunk_id for c in chunks], [c.indexed_text for c in chunks])
-    index.save(store.bm25_dir)
+    index = bm25_step(store)
     seconds = time.perf_counter() - started
-    context.log.info(f"Indexed {len(index)} chunks, {index.vocabulary_size} terms, in {seconds:.1f}s")
+    context.log.info(
+        f"Indexed {len(index)} chunks ({index.vocabulary_size} terms) in {seconds:.1f}s"
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(index),
@@ -199,10 +201,7 @@ def vector_index(
     context: dg.AssetExecutionContext, storage: StorageResource, vector_store: VectorStoreResource
 ) -> dg.MaterializeResult:
     """The vector store synced to exactly the current embeddings (removed chunks deleted)."""
-    embeddings = storage.ingestion_store().read_embeddings()
-    if embeddings is None:
-        raise FileNotFoundError("No embeddings stored: materialise chunk_embeddings first")
-    stats = vector_store.get_store().sync(embeddings.chunk_ids, embeddings.vectors)
+    stats = vector_step(storage.ingestion_store(), vector_store.get_store())
     context.log.info(
         f"Vector store holds {stats.total}: {stats.added} added, {stats.updated} updated, "
         f"{stats.removed} removed, {stats.unchanged} unchanged"
@@ -215,6 +214,5 @@ def vector_index(
             "removed": stats.removed,
             "unchanged": stats.unchanged,
             "backend": vector_store.backend,
-            "model": embeddings.model_id,
         }
     )

@@ -12,11 +12,15 @@ def _check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not failed,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(f"{r.name}: {r.description}" for r in failed) or "all expectations met",
+        description="; ".join(f"{r.name}: {r.description}" for r in failed)
+        or "all expectations met",
         metadata={
             r.name: dg.MetadataValue.json(
-                {"passed": r.success, "unexpected": r.unexpected_count,
-                 "examples": [str(e) for e in r.unexpected_examples]}
+                {
+                    "passed": r.success,
+                    "unexpected": r.unexpected_count,
+                    "examples": [str(e) for e in r.unexpected_examples],
+                }
             )
             for r in results
         },

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of the retrieval code; functions return numbers, runners print them."""

@@ -1,0 +1,1 @@
+"""Retrieval evaluation: IR metrics, latency percentiles and BEIR-format datasets."""

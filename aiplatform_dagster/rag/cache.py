@@ -1,0 +1,179 @@
+"""Response cache: the same question over the same context with the same model and prompt
+gets the stored answer instead of a new LLM call.
+
+The key covers everything that shapes the prompt, so a re-ingested document (new chunk
+ids), a model switch or a prompt change never serves a stale answer. Redis is shared by all
+API replicas; the SQLite backend serves a laptop or a single node. Hit and miss counters live
+in the backend too, so the hit rate covers every process, not only the current one.
+"""
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_TTL_SECONDS = 86400
+KEY_SCHEME_VERSION = 1
+"""Bump when the key payload changes, so old entries are not read under the new meaning."""
+
+
+def cache_key(
+    normalised_query: str, context_chunk_ids: Sequence[str], model: str, prompt_version: str
+) -> str:
+    """SHA-256 of the canonical JSON of every prompt input; chunk order matters, as it does
+    in the prompt."""
+    payload = json.dumps(
+        {
+            "v": KEY_SCHEME_VERSION,
+            "query": normalised_query,
+            "chunks": list(context_chunk_ids),
+            "model": model,
+            "prompt": prompt_version,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits per lookup; 0.0 before the first lookup."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+class ResponseCache(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def set(self, key: str, value: dict[str, Any]) -> None: ...
+
+    def stats(self) -> CacheStats: ...
+
+
+def _check_ttl(ttl_seconds: int) -> None:
+    if ttl_seconds < 1:
+        raise ValueError(f"ttl_seconds must be at least 1, got {ttl_seconds}")
+
+
+class RedisResponseCache:
+    """JSON entries under ``prefix`` with a TTL; counters are Redis integers next to them."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "aiplatform:cache:",
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    ) -> None:
+        import redis
+
+        _check_ttl(ttl_seconds)
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        self._prefix = prefix
+        self._ttl_seconds = ttl_seconds
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise ConnectionError(
+                f"The Redis response cache at {_redact(url)} is unreachable ({exc}): start "
+                "Redis or fix its URL, or leave the Redis URL unset to use the local cache"
+            ) from exc
+
+    def entry_key(self, key: str) -> str:
+        """The Redis key an entry is stored under."""
+        return f"{self._prefix}entry:{key}"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        raw = self._client.get(self.entry_key(key))
+        self._client.incr(f"{self._prefix}{'misses' if raw is None else 'hits'}")
+        return None if raw is None else json.loads(raw)
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        self._client.set(self.entry_key(key), json.dumps(value), ex=self._ttl_seconds)
+
+    def stats(self) -> CacheStats:
+        hits, misses = self._client.mget(f"{self._prefix}hits", f"{self._prefix}misses")
+        return CacheStats(int(hits or 0), int(misses or 0))
+
+
+class LocalResponseCache:
+    """SQLite in WAL mode: readers and writers in several processes share one file safely."""
+
+    def __init__(self, path: Path, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+        _check_ttl(ttl_seconds)
+        self._path = Path(path)
+        self._ttl_seconds = ttl_seconds
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn, conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries "
+                "(key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER)"
+            )
+
+    def _connect(self) -> closing[sqlite3.Connection]:
+        # A connection per call: sqlite3 connections must not cross threads, and opening one
+        # costs microseconds next to an LLM call.
+        return closing(sqlite3.connect(self._path, timeout=30))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._connect() as conn, conn:
+            row = conn.execute(
+                "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, time.time())
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO counters (name, count) VALUES (?, 1) "
+                "ON CONFLICT (name) DO UPDATE SET count = count + 1",
+                ("misses" if row is None else "hits",),
+            )
+        return None if row is None else json.loads(row[0])
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        now = time.time()
+        with self._connect() as conn, conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, json.dumps(value), now + self._ttl_seconds),
+            )
+            # Expired entries are never read; deleting them here keeps the file bounded.
+            conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+
+    def stats(self) -> CacheStats:
+        with self._connect() as conn:
+            counts = dict(conn.execute("SELECT name, count FROM counters").fetchall())
+        return CacheStats(counts.get("hits", 0), counts.get("misses", 0))
+
+
+def open_cache(
+    redis_url: str | None, local_path: Path, ttl: int = DEFAULT_TTL_SECONDS
+) -> ResponseCache:
+    """Redis when a URL is configured (an unreachable Redis is an error, not a silent
+    fallback that would split the cache across replicas), else SQLite at ``local_path``."""
+    if redis_url:
+        return RedisResponseCache(redis_url, ttl_seconds=ttl)
+    return LocalResponseCache(local_path, ttl_seconds=ttl)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,1 @@
+"""Tests for aiplatform_dagster; the layout mirrors the package."""

@@ -1,0 +1,66 @@
+"""Shared fixtures: the real embedding model, throwaway corpora and an isolated platform."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from aiplatform_dagster.rag.embedders import SentenceTransformerEmbedder
+
+SMALL_CORPUS = {
+    "runbooks/paging.md": (
+        "# Paging policy\n\nThe primary on-call engineer is paged first. If nobody "
+        "acknowledges within 15 minutes the page escalates to the secondary.\n\n"
+        "Incidents with customer impact are declared SEV-1 and need a status page update."
+    ),
+    "guides/embeddings.txt": (
+        "Embedding models\n\nChunks are embedded with all-MiniLM-L6-v2 into 384-dimensional "
+        "vectors. Vectors are normalised to unit length so cosine similarity is a dot product."
+    ),
+    "guides/bm25.html": (
+        "<html><head><title>Keyword search</title><style>p {color: red}</style></head>"
+        "<body><h1>Keyword search</h1><p>BM25 ranks chunks by term frequency and inverse "
+        "document frequency.</p><script>alert('x')</script><p>Error code AIP-4031 is matched "
+        "exactly.</p></body></html>"
+    ),
+}
+
+
+def write_corpus(folder: Path, files: dict[str, str | bytes]) -> Path:
+    """Write ``files`` (relative path -> text or bytes) under ``folder``."""
+    for relative, content in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The packaged all-MiniLM-L6-v2, loaded once per test session."""
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    return write_corpus(tmp_path / "corpus", SMALL_CORPUS)
+
+
+@pytest.fixture
+def platform_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
+    """Point the platform at a documents folder and a fresh storage folder; return storage."""
+
+    def configure(documents: Path) -> Path:
+        storage = tmp_path / "storage"
+        monkeypatch.setenv("AIPLATFORM_DOCUMENTS_DIR", str(documents))
+        monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(storage))
+        return storage
+
+    return configure

@@ -1,0 +1,1 @@
+"""Tests of the Dagster definitions, run in-process against real storage."""

@@ -1,0 +1,171 @@
+"""The ingestion job, materialised in-process with the real definitions and real storage."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import aiplatform_dagster
+from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.bm25 import BM25Index
+from aiplatform_dagster.rag.documents import iter_candidate_files
+from aiplatform_dagster.rag.retriever import Retriever, SearchMode
+from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
+from aiplatform_dagster_tests.conftest import write_corpus
+
+pytestmark = pytest.mark.slow
+
+
+def load_definitions() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(aiplatform_dagster.__file__).parent)
+
+
+def run_ingestion(run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = load_definitions().resolve_job_def("ingestion_job")
+    return job.execute_in_process(run_config=run_config or {}, raise_on_error=True)
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = result.asset_materializations_for_node(asset)
+    return {key: value.value for key, value in event.metadata.items()}
+
+
+def test_sample_corpus_is_ingested_and_searchable(platform_env, embedder) -> None:
+    storage = platform_env(SAMPLE_CORPUS_DIR)
+    result = run_ingestion()
+
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {"chunks_are_valid", "embeddings_are_valid"}
+    assert all(c.passed for c in checks)
+
+    files = list(iter_candidate_files(SAMPLE_CORPUS_DIR))
+    assert len(files) >= 30
+    documents = materialization_metadata(result, "source_documents")
+    assert documents["dagster/row_count"] == len(files)
+    assert documents["skipped_files"] == 0
+
+    store = IngestionStore(storage / "ingestion")
+    chunks = store.read_chunks()
+    assert materialization_metadata(result, "document_chunks")["dagster/row_count"] == len(chunks)
+    assert len({c.chunk_id for c in chunks}) == len(chunks) > len(files)
+    assert materialization_metadata(result, "chunk_embeddings")["computed"] == len(chunks)
+    assert EmbeddedVectorIndex(store.vector_dir).count() == len(chunks)
+    assert len(BM25Index.load(store.bm25_dir)) == len(chunks)
+
+    retriever = Retriever.from_store(store, embedder)
+    for mode in SearchMode:
+        top = retriever.search("When does the on-call rotation hand over?", mode, k=3)
+        assert top[0].chunk.doc_id == "operations/on_call_runbook.md", mode
+    exact = retriever.search("AIP-4031", SearchMode.BM25, k=1)
+    assert exact[0].chunk.doc_id == "operations/troubleshooting.txt"
+
+
+def test_second_run_reembeds_only_changes_and_forgets_removed_documents(
+    platform_env, corpus_dir: Path, embedder
+) -> None:
+    storage = platform_env(corpus_dir)
+    run_ingestion()
+    store = IngestionStore(storage / "ingestion")
+    before = {c.chunk_id: c for c in store.read_chunks()}
+
+    (corpus_dir / "runbooks/paging.md").unlink()
+    write_corpus(
+        corpus_dir,
+        {
+            "guides/embeddings.txt": (corpus_dir / "guides/embeddings.txt").read_text()
+            + "\n\nA new paragraph about quantised int8 embeddings for cheaper storage.",
+            "guides/rollback.md": "# Rollback\n\nMove the champion alias back to roll back.",
+        },
+    )
+    result = run_ingestion()
+
+    after = {c.chunk_id: c for c in store.read_chunks()}
+    new_ids = after.keys() - before.keys()
+    embedded = materialization_metadata(result, "chunk_embeddings")
+    assert embedded["computed"] == len(new_ids) > 0
+    assert embedded["reused"] == len(after) - len(new_ids) > 0
+    assert {c.doc_id for c in after.values()} == {
+        "guides/embeddings.txt",
+        "guides/bm25.html",
+        "guides/rollback.md",
+    }
+    synced = materialization_metadata(result, "vector_index")
+    removed_ids = before.keys() - after.keys()
+    assert synced["removed"] == len(removed_ids) > 0
+    assert synced["dagster/row_count"] == len(after)
+
+    retriever = Retriever.from_store(store, embedder)
+    for mode in SearchMode:
+        hits = retriever.search("who is paged when the primary does not acknowledge", mode, k=10)
+        assert all(hit.chunk.doc_id != "runbooks/paging.md" for hit in hits)
+    bm25 = BM25Index.load(store.bm25_dir)
+    assert set(bm25.doc_ids) == set(after)
+
+
+def test_full_refresh_reembeds_everything(platform_env, corpus_dir: Path) -> None:
+    platform_env(corpus_dir)
+    run_ingestion()
+    result = run_ingestion({"ops": {"chunk_embeddings": {"config": {"reuse_previous": False}}}})
+    embedded = materialization_metadata(result, "chunk_embeddings")
+    assert embedded["reused"] == 0 and embedded["computed"] > 0
+
+
+def test_bad_files_are_reported_and_nothing_indexed_is_lost(
+    platform_env, corpus_dir: Path, embedder
+) -> None:
+    storage = platform_env(corpus_dir)
+    run_ingestion()
+    store = IngestionStore(storage / "ingestion")
+    indexed_docs = {c.doc_id for c in store.read_chunks()}
+
+    write_corpus(
+        corpus_dir,
+        {
+            "broken/binary.md": b"\x00\x01\x02 not text",
+            "broken/latin1.txt": "caf\u00e9".encode("latin-1"),
+            "broken/empty.html": "<html><body>  </body></html>",
+        },
+    )
+    result = run_ingestion()
+
+    assert result.success
+    documents = materialization_metadata(result, "source_documents")
+    assert documents["skipped_files"] == 3
+    skipped_table = documents["skipped"]
+    assert "broken/binary.md" in skipped_table and "UTF-8" in skipped_table
+    assert {c.doc_id for c in store.read_chunks()} == indexed_docs
+    assert EmbeddedVectorIndex(store.vector_dir).count() == len(store.read_chunks())
+
+
+def test_failed_embedding_check_is_visible(platform_env, corpus_dir: Path) -> None:
+    storage = platform_env(corpus_dir)
+    run_ingestion()
+    store = IngestionStore(storage / "ingestion")
+    embeddings = store.read_embeddings()
+    store.write_embeddings(
+        type(embeddings)(embeddings.chunk_ids, embeddings.vectors * 3.0, embeddings.model_id)
+    )
+    defs = load_definitions()
+    check_job = dg.define_asset_job(
+        "check_embeddings",
+        selection=dg.AssetSelection.checks_for_assets(dg.AssetKey("chunk_embeddings")),
+    )
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[check_job])).resolve_job_def(
+        "check_embeddings"
+    )
+    result = job.execute_in_process(raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == "embeddings_are_valid"
+    assert not evaluation.passed
+    assert "unit_norm" in evaluation.description
+
+
+def test_missing_documents_folder_fails_with_a_clear_message(platform_env, tmp_path: Path) -> None:
+    platform_env(tmp_path / "does-not-exist")
+    job = load_definitions().resolve_job_def("ingestion_job")
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("source_documents")
+    assert "AIPLATFORM_DOCUMENTS_DIR" in failure.error.cause.message

@@ -1,0 +1,1 @@
+"""Tests of retrieval evaluation: metrics, latency and BEIR datasets."""
