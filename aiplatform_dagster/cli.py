@@ -1,45 +1,42 @@
-"""The ``aiplatform`` command: query the materialised indexes from a terminal."""
+"""The ``aiplatform`` command: search, ask and evaluate from a terminal."""
 
 import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from aiplatform_dagster.rag.retriever import Retriever, SearchMode
+from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
+from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, SearchMode
 
 SNIPPET_CHARS = 240
 
 
-def _platform_retriever() -> Retriever:
-    """The retriever over the platform's materialised indexes (Dagster imported only here)."""
+def _resources() -> dict[str, Any]:
+    """Resources exactly as the code location builds them (Dagster imported only here)."""
     from aiplatform_dagster.defs.resources import default_resources
 
-    resources = default_resources()
-    store = resources["storage"].ingestion_store()
-    return Retriever.from_store(
-        store, resources["embedder"].get_embedder(), resources["vector_store"].get_store()
-    )
+    return default_resources()
 
 
 def _search(args: argparse.Namespace) -> int:
-    results = _platform_retriever().search(args.query, SearchMode(args.mode), args.k)
+    engine = _resources()["rag"].get_engine()
+    results = engine.retriever.search(args.query, SearchMode(args.mode), args.k)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "rank": rank,
-                        "score": r.score,
-                        "chunk_id": r.chunk.chunk_id,
-                        "doc_id": r.chunk.doc_id,
-                        "title": r.chunk.title,
-                        "source": r.chunk.source_path,
-                        "text": r.chunk.text,
-                    }
-                    for rank, r in enumerate(results, start=1)
-                ]
-            )
-        )
+        rows = [
+            {
+                "rank": rank,
+                "score": r.score,
+                "chunk_id": r.chunk.chunk_id,
+                "doc_id": r.chunk.doc_id,
+                "title": r.chunk.title,
+                "source": r.chunk.source_path,
+                "text": r.chunk.text,
+            }
+            for rank, r in enumerate(results, start=1)
+        ]
+        print(json.dumps(rows))
         return 0
     if not results:
         print("No matching chunks.")
@@ -52,23 +49,156 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from aiplatform_dagster.rag.query_engine import QueryOptions
+
+    engine = _resources()["rag"].get_engine()
+    options = QueryOptions(
+        mode=SearchMode(args.mode) if args.mode else None,
+        candidates=args.candidates,
+        top_n=args.top_n,
+        use_cache=not args.no_cache,
+    )
+    answer = engine.ask(args.question, options)
+    if args.json:
+        print(json.dumps(answer.as_dict()))
+        return 0
+    print(answer.text)
+    print()
+    for citation in answer.citations:
+        print(f"[{citation.number}] {citation.title} — {citation.source_path}")
+    print()
+    print(f"answer: {answer.kind.value}" + (f" by {answer.model}" if answer.model else ""))
+    print(f"route: {answer.route.mode.value} ({answer.route.reason})")
+    print(f"reranked: {'yes' if answer.reranked else 'no'}")
+    usage = answer.usage
+    print(
+        f"tokens: {usage.prompt_tokens} in / {usage.completion_tokens} out, "
+        f"cost ${usage.cost_usd:.6f}" + (" (cache hit)" if usage.cached else "")
+    )
+    timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in answer.timings_ms.items())
+    print(f"timings: {timings}")
+    for note in answer.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
+    from aiplatform_dagster.rag.chunking import ChunkingConfig
+    from aiplatform_dagster.rag.query_engine import QueryOptions
+    from aiplatform_dagster.rag.rerank import load_reranker
+
+    resources = _resources()
+    rag = resources["rag"]
+    if args.reranker:
+        rag = rag.model_copy(update={"reranker_model": args.reranker})
+    request = RetrievalEvalRequest(
+        benchmark=Path(args.dataset) if args.dataset else None,
+        split=args.split,
+        modes=[EvalMode(mode) for mode in args.modes.split(",")],
+        depth=args.depth,
+        options=QueryOptions(
+            hybrid=HybridConfig(args.dense_weight, fusion=FusionMethod(args.fusion)),
+        ),
+        chunking=ChunkingConfig(args.chunk_tokens, args.overlap_tokens),
+    )
+    bars: dict[str, tqdm] = {}
+
+    def embedded(done: int, total: int) -> None:
+        bar = bars.setdefault("embed", tqdm(total=total, desc="embedding chunks", unit="chunk"))
+        bar.update(done - bar.n)
+
+    def queried(mode: str, done: int, total: int) -> None:
+        bar = bars.setdefault(mode, tqdm(total=total, desc=f"{mode} queries", unit="query"))
+        bar.update(done - bar.n)
+
+    load_reranker(rag.reranker_model)  # fail fast on a bad model before embedding a corpus
+    result = run_retrieval_eval(
+        request,
+        rag.get_engine,
+        resources["embedder"].get_embedder(),
+        Path(resources["storage"].root_dir) / "benchmarks",
+        embedded,
+        queried,
+    )
+    for bar in bars.values():
+        bar.close()
+    _print_eval_table(result)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    return 0
+
+
+def _print_eval_table(result: Any) -> None:
+    print(f"\n{result.benchmark}: {result.queries} queries")
+    columns: list[str] = []
+    for report in result.reports.values():
+        columns.extend(c for c in report.as_dict() if c not in columns)
+    print(f"{'mode':<8}" + "".join(f"{c:>12}" for c in columns))
+    for mode, report in result.reports.items():
+        values = report.as_dict()
+        print(f"{mode:<8}" + "".join(f"{values.get(c, float('nan')):>12.4f}" for c in columns))
+    for mode, reason in result.skipped.items():
+        print(f"{mode:<8} skipped: {reason}")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from aiplatform_dagster.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+
     parser = argparse.ArgumentParser(prog="aiplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
     search = commands.add_parser("search", help="Rank chunks for a query.")
     search.add_argument("query")
     search.add_argument("--mode", choices=[m.value for m in SearchMode], default="hybrid")
     search.add_argument("-k", type=int, default=5, help="How many chunks to show.")
     search.add_argument("--json", action="store_true", help="Print results as JSON.")
     search.set_defaults(handler=_search)
+
+    ask = commands.add_parser("ask", help="Answer a question with cited sources.")
+    ask.add_argument("question")
+    ask.add_argument(
+        "--mode", choices=[m.value for m in SearchMode], help="Skip the router; force a mode."
+    )
+    ask.add_argument("--candidates", type=int, default=10, help="Chunks the reranker scores.")
+    ask.add_argument("--top-n", type=int, default=3, help="Chunks given to the LLM.")
+    ask.add_argument("--no-cache", action="store_true", help="Bypass the response cache.")
+    ask.add_argument("--json", action="store_true", help="Print the answer as JSON.")
+    ask.set_defaults(handler=_ask)
+
+    evaluate = commands.add_parser("eval", help="Evaluate the platform.")
+    kinds = evaluate.add_subparsers(dest="kind", required=True)
+    retrieval = kinds.add_parser("retrieval", help="nDCG/recall/precision/MRR and latency.")
+    retrieval.add_argument(
+        "--dataset", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/); default: golden set"
+    )
+    retrieval.add_argument("--split", default="test")
+    retrieval.add_argument("--modes", default=",".join(m.value for m in EvalMode))
+    retrieval.add_argument("--depth", type=int, default=100, help="Documents ranked per query.")
+    retrieval.add_argument("--dense-weight", type=float, default=HybridConfig.dense_weight)
+    retrieval.add_argument(
+        "--fusion", choices=[f.value for f in FusionMethod], default=FusionMethod.SCORE.value
+    )
+    retrieval.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
+    retrieval.add_argument("--overlap-tokens", type=int, default=DEFAULT_OVERLAP_TOKENS)
+    retrieval.add_argument("--reranker", help="Override AIPLATFORM_RERANKER_MODEL.")
+    retrieval.add_argument(
+        "--json", action="store_true", help="End with one JSON line of the numbers."
+    )
+    retrieval.set_defaults(handler=_eval_retrieval)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from aiplatform_dagster.rag.llm import LLMError
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, LLMError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.documents import load_documents
 from aiplatform_dagster.rag.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.rag.pipeline import ingest
+from aiplatform_dagster.rag.retriever import Retriever
+from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 
 SMALL_CORPUS = {
     "runbooks/paging.md": (
@@ -64,3 +70,18 @@ def platform_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[P
         return storage
 
     return configure
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory: pytest.TempPathFactory, embedder) -> IngestionStore:
+    """The shipped sample corpus, ingested once per session with the real pipeline."""
+    store = IngestionStore(tmp_path_factory.mktemp("sample") / "ingestion")
+    documents, skipped = load_documents(SAMPLE_CORPUS_DIR)
+    assert not skipped
+    ingest(store, documents, embedder, EmbeddedVectorIndex(store.vector_dir))
+    return store
+
+
+@pytest.fixture
+def sample_retriever(sample_store: IngestionStore, embedder) -> Retriever:
+    return Retriever.from_store(sample_store, embedder)

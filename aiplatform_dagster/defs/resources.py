@@ -12,9 +12,15 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster import settings
+from aiplatform_dagster.rag.accounting import PRICE_TABLE_ENV, PriceTable
 from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.cache import DEFAULT_TTL_SECONDS, open_cache
 from aiplatform_dagster.rag.documents import DEFAULT_MAX_FILE_BYTES
 from aiplatform_dagster.rag.embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings
+from aiplatform_dagster.rag.query_engine import QueryEngine
+from aiplatform_dagster.rag.rerank import load_reranker
+from aiplatform_dagster.rag.retriever import Retriever
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex, VectorStore
 
 
@@ -80,20 +86,101 @@ class VectorStoreResource(dg.ConfigurableResource):
         return EmbeddedVectorIndex(self.storage.ingestion_store().vector_dir)
 
 
+class QueryEngineResource(dg.ConfigurableResource):
+    """The query path: reranker, LLM, response cache and prices over the ingestion indexes.
+
+    Unset reranker or LLM is a supported mode, reported in every answer: reranking is
+    skipped, answers are extractive.
+    """
+
+    storage: StorageResource
+    embedder: EmbedderResource
+    vector_store: VectorStoreResource
+    reranker_model: str | None = Field(
+        default=None, description="CrossEncoder folder, hub name or MLflow model URI."
+    )
+    reranker_device: str = "cpu"
+    llm_model: str = Field(default=DEFAULT_MODEL, description="Model, or Azure deployment.")
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint.")
+    llm_api_key: str | None = Field(default=None, description="From OPENAI_API_KEY.")
+    azure_endpoint: str | None = None
+    azure_api_version: str | None = None
+    llm_timeout_s: float = 60.0
+    redis_url: str | None = Field(
+        default=None, description="Response cache in Redis; unset: SQLite in the storage folder."
+    )
+    cache_ttl_seconds: int = DEFAULT_TTL_SECONDS
+    price_table: str | None = Field(
+        default=None, description="JSON file of USD per 1M tokens by model."
+    )
+
+    def llm_settings(self) -> LLMSettings:
+        return LLMSettings(
+            model=self.llm_model,
+            base_url=self.llm_base_url,
+            api_key=self.llm_api_key,
+            azure_endpoint=self.azure_endpoint,
+            api_version=self.azure_api_version,
+            timeout_s=self.llm_timeout_s,
+        )
+
+    def get_engine(self, benchmark_store: IngestionStore | None = None) -> QueryEngine:
+        """The engine over the platform's indexes, or over a benchmark's embedded indexes."""
+        store = benchmark_store or self.storage.ingestion_store()
+        vectors = (
+            EmbeddedVectorIndex(store.vector_dir)
+            if benchmark_store
+            else self.vector_store.get_store()
+        )
+        embedder = self.embedder.get_embedder()
+        settings = self.llm_settings()
+        return QueryEngine(
+            Retriever.from_store(store, embedder, vectors),
+            embedder.count_tokens,
+            reranker=load_reranker(self.reranker_model, self.reranker_device),
+            llm=settings.build_client() if settings.is_configured else None,
+            llm_model=settings.model if settings.is_configured else None,
+            cache=open_cache(
+                self.redis_url,
+                Path(self.storage.root_dir) / "cache" / "responses.sqlite",
+                self.cache_ttl_seconds,
+            ),
+            prices=PriceTable.from_json(self.price_table) if self.price_table else PriceTable(),
+        )
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     """Resources for this environment: laptop defaults, overridden by environment variables."""
+    env = os.environ.get
     storage = StorageResource(root_dir=str(settings.storage_dir()))
+    embedder = EmbedderResource(
+        provider=env("AIPLATFORM_EMBEDDER", "sentence-transformers"),
+        model_path=env("AIPLATFORM_EMBEDDING_MODEL"),
+        device=env("AIPLATFORM_EMBEDDING_DEVICE", "cpu"),
+        openai_base_url=env("OPENAI_BASE_URL"),
+        openai_api_key=_secret("OPENAI_API_KEY"),
+    )
+    vector_store = VectorStoreResource(storage=storage)
+    llm = LLMSettings.from_env()
     return {
         "documents": DocumentSourceResource(folder=str(settings.documents_dir())),
         "storage": storage,
-        "embedder": EmbedderResource(
-            provider=os.environ.get("AIPLATFORM_EMBEDDER", "sentence-transformers"),
-            model_path=os.environ.get("AIPLATFORM_EMBEDDING_MODEL"),
-            device=os.environ.get("AIPLATFORM_EMBEDDING_DEVICE", "cpu"),
-            openai_base_url=os.environ.get("OPENAI_BASE_URL"),
-            openai_api_key=_secret("OPENAI_API_KEY"),
+        "embedder": embedder,
+        "vector_store": vector_store,
+        "rag": QueryEngineResource(
+            storage=storage,
+            embedder=embedder,
+            vector_store=vector_store,
+            reranker_model=env("AIPLATFORM_RERANKER_MODEL"),
+            reranker_device=env("AIPLATFORM_RERANKER_DEVICE", "cpu"),
+            llm_model=llm.model,
+            llm_base_url=llm.base_url,
+            llm_api_key=_secret("AZURE_OPENAI_API_KEY" if llm.azure_endpoint else "OPENAI_API_KEY"),
+            azure_endpoint=llm.azure_endpoint,
+            azure_api_version=llm.api_version,
+            redis_url=env("AIPLATFORM_REDIS_URL"),
+            price_table=env(PRICE_TABLE_ENV),
         ),
-        "vector_store": VectorStoreResource(storage=storage),
     }
 
 

@@ -81,7 +81,8 @@ class _HuggingFaceTokenCounter:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = _load_tokenizer(self._tokenizer_path)(list(texts), add_special_tokens=False)
+        tokenizer = _load_tokenizer(self._tokenizer_path)
+        encoded = tokenizer(list(texts), add_special_tokens=False, verbose=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
 

@@ -71,10 +71,10 @@ class CrossEncoderReranker:
             return CrossEncoder(path_or_name, device=self._device, max_length=self._max_length)
         except OSError as exc:
             raise OSError(
-                f"Could not load cross-encoder {self._source!r}: {exc}. Point the reranker at a "
-                "local model folder or an MLflow URI (models:/name@alias); a hub model name "
-                "only works once it is in the Hugging Face cache, or with HF_HUB_OFFLINE=0 "
-                "where the hub is reachable."
+                f"Could not load cross-encoder {self._source!r}: {str(exc).rstrip('.')}. "
+                "Point the reranker at a local model folder or an MLflow URI "
+                "(models:/name@alias); a hub model name only works once it is in the Hugging "
+                "Face cache, or with HF_HUB_OFFLINE=0 where the hub is reachable."
             ) from exc
 
     def rerank(

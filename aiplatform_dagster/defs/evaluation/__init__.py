@@ -1,0 +1,1 @@
+"""The evaluation group: retrieval quality and answer quality, tracked over time."""

@@ -1,0 +1,176 @@
+"""Continuous evaluation: scores are asset metadata, so the UI plots them per materialisation."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.ingestion.assets import bm25_index, vector_index
+from aiplatform_dagster.defs.metadata import markdown_table
+from aiplatform_dagster.defs.resources import EmbedderResource, QueryEngineResource, StorageResource
+from aiplatform_dagster.evaluation.answer_eval import (
+    GOLDEN_ANSWERS,
+    load_golden_answers,
+    run_answer_eval,
+)
+from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
+from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
+from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
+from aiplatform_dagster.rag.accounting import PriceTable
+from aiplatform_dagster.rag.query_engine import NO_LLM_NOTE, QueryOptions
+from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig
+
+GROUP = "evaluation"
+OWNERS = ["team:ml-platform"]
+
+
+class RetrievalEvalConfig(dg.Config):
+    benchmark_path: str | None = Field(
+        default=None,
+        description="BEIR folder (corpus.jsonl, queries.jsonl, qrels/). Unset: the platform's "
+        "own indexes on the shipped golden queries.",
+    )
+    split: str = "test"
+    modes: list[str] = Field(default=[mode.value for mode in EvalMode])
+    metrics: list[str] = Field(default=list(DEFAULT_METRICS))
+    depth: int = Field(default=100, description="Documents ranked per query.")
+    dense_weight: float = HybridConfig.dense_weight
+    fusion: str = FusionMethod.SCORE.value
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python"},
+    deps=[bm25_index, vector_index],
+    op_tags=pool_op_tags(ComputePool.CPU),
+    pool=ComputePool.CPU.value,
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def retrieval_eval(
+    context: dg.AssetExecutionContext,
+    config: RetrievalEvalConfig,
+    rag: QueryEngineResource,
+    embedder: EmbedderResource,
+    storage: StorageResource,
+) -> dg.MaterializeResult:
+    """nDCG, recall, precision and MRR per retrieval mode, with latency p50/p95/p99.
+
+    Re-runs whenever the indexes change, so a regression shows up as a dip in the plots.
+    """
+    request = RetrievalEvalRequest(
+        benchmark=Path(config.benchmark_path) if config.benchmark_path else None,
+        split=config.split,
+        modes=[EvalMode(mode) for mode in config.modes],
+        metrics=config.metrics,
+        depth=config.depth,
+        options=QueryOptions(
+            hybrid=HybridConfig(config.dense_weight, fusion=FusionMethod(config.fusion))
+        ),
+    )
+
+    def embedded(done: int, total: int) -> None:
+        context.log.info(f"Benchmark corpus: embedded {done}/{total} new chunks")
+
+    def queried(mode: str, done: int, total: int) -> None:
+        if done == total or done % 100 == 0:
+            context.log.info(f"{mode}: {done}/{total} queries")
+
+    result = run_retrieval_eval(
+        request,
+        rag.get_engine,
+        embedder.get_embedder(),
+        Path(storage.root_dir) / "benchmarks",
+        embedded,
+        queried,
+    )
+    for mode, reason in result.skipped.items():
+        context.log.warning(f"{mode} not evaluated: {reason}")
+    metadata: dict[str, dg.RawMetadataValue] = {
+        f"{mode}/{name}": dg.MetadataValue.float(round(value, 4))
+        for mode, values in result.as_dict().items()
+        for name, value in values.items()
+    }
+    metadata["benchmark"] = result.benchmark
+    metadata["queries"] = result.queries
+    metadata["skipped_modes"] = dg.MetadataValue.json(result.skipped)
+    metadata["summary"] = markdown_table(
+        [
+            {"mode": mode, **{k: round(v, 4) for k, v in values.items()}}
+            for mode, values in result.as_dict().items()
+        ]
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class AnswerEvalConfig(dg.Config):
+    golden_answers: str = Field(
+        default=str(GOLDEN_ANSWERS),
+        description="JSON lines: _id, question, reference_answer, doc_ids.",
+    )
+    use_cache: bool = Field(
+        default=False, description="Measure real generation cost and latency, not cache hits."
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"openai"},
+    deps=[bm25_index, vector_index],
+    op_tags=pool_op_tags(ComputePool.CPU),
+    pool=ComputePool.CPU.value,
+)
+def answer_eval(
+    context: dg.AssetExecutionContext, config: AnswerEvalConfig, rag: QueryEngineResource
+) -> dg.MaterializeResult:
+    """LLM-as-judge correctness and citation faithfulness on the golden questions, with
+    latency, cost per query and the cost of the evaluation itself.
+
+    Without an LLM there is nothing to judge with: the materialisation says so, no score.
+    """
+    settings = rag.llm_settings()
+    if not settings.is_configured:
+        context.log.warning(f"answer_eval did not run: {NO_LLM_NOTE}")
+        return dg.MaterializeResult(
+            metadata={"status": "not run", "reason": f"No LLM configured. {NO_LLM_NOTE}"}
+        )
+    golden = load_golden_answers(Path(config.golden_answers))
+    prices = PriceTable.from_json(rag.price_table) if rag.price_table else PriceTable()
+
+    def progress(done: int, total: int) -> None:
+        context.log.info(f"Judged {done}/{total} answers")
+
+    report = run_answer_eval(
+        rag.get_engine(),
+        settings.build_client(),
+        settings.model,
+        prices,
+        golden,
+        QueryOptions(use_cache=config.use_cache),
+        progress,
+    )
+    summary = report.summary()
+    return dg.MaterializeResult(
+        metadata={
+            "status": "evaluated",
+            "judge_model": report.judge_model,
+            "questions": len(golden),
+            **{name: dg.MetadataValue.float(round(value, 6)) for name, value in summary.items()},
+            "answers": markdown_table(
+                [
+                    {
+                        "id": a.question_id,
+                        "correctness": a.correctness,
+                        "faithfulness": a.faithfulness,
+                        "cited_expected": a.cited_expected_document,
+                        "latency_ms": round(a.latency_ms, 1),
+                        "answer": a.judge_error or a.answer,
+                    }
+                    for a in report.answers
+                ],
+                limit=len(report.answers),
+            ),
+        }
+    )

@@ -1,0 +1,89 @@
+"""One retrieval evaluation, as the CLI and the ``retrieval_eval`` asset both run it.
+
+Without a benchmark folder it scores the platform's live indexes on the shipped golden
+queries; with a BEIR folder it ingests that corpus into its own store (embeddings are
+reused across runs by chunk id, so a rerun costs only the queries) and scores it.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiplatform_dagster.evaluation.beir import load_beir, load_judged_queries
+from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
+from aiplatform_dagster.evaluation.retrieval_benchmark import (
+    EvalMode,
+    ModeReport,
+    Progress,
+    beir_documents,
+    document_rankers,
+    evaluate_modes,
+)
+from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.chunking import ChunkingConfig
+from aiplatform_dagster.rag.embedders import Embedder
+from aiplatform_dagster.rag.embedders import Progress as EmbedProgress
+from aiplatform_dagster.rag.pipeline import ingest
+from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
+from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+EngineFactory = Callable[[IngestionStore | None], QueryEngine]
+"""Builds the query engine: over the platform (None) or over a benchmark's store."""
+
+
+@dataclass(frozen=True)
+class RetrievalEvalRequest:
+    benchmark: Path | None = None
+    """A BEIR folder; None evaluates the platform's indexes on the golden queries."""
+    split: str = "test"
+    modes: Sequence[EvalMode] = tuple(EvalMode)
+    metrics: Sequence[str] = DEFAULT_METRICS
+    depth: int = 100
+    options: QueryOptions = field(default_factory=QueryOptions)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+
+
+@dataclass(frozen=True)
+class RetrievalEvalResult:
+    benchmark: str
+    queries: int
+    reports: dict[str, ModeReport]
+    skipped: dict[str, str]
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        """{"mode": {"ndcg@10": ..., "p50_ms": ..., ...}, ...}: what --json prints."""
+        return {mode: report.as_dict() for mode, report in self.reports.items()}
+
+
+def run_retrieval_eval(
+    request: RetrievalEvalRequest,
+    make_engine: EngineFactory,
+    embedder: Embedder,
+    benchmarks_root: Path,
+    embed_progress: EmbedProgress | None = None,
+    query_progress: Progress | None = None,
+) -> RetrievalEvalResult:
+    if request.benchmark is None:
+        name = "golden"
+        queries, qrels = load_judged_queries(GOLDEN_DIR, request.split)
+        engine = make_engine(None)
+    else:
+        folder = Path(request.benchmark)
+        name = folder.name
+        dataset = load_beir(folder, request.split)
+        queries, qrels = dataset.queries, dataset.qrels
+        store = IngestionStore(Path(benchmarks_root) / name)
+        ingest(
+            store,
+            beir_documents(dataset, folder),
+            embedder,
+            EmbeddedVectorIndex(store.vector_dir),
+            request.chunking,
+            embed_progress,
+        )
+        engine = make_engine(store)
+    rankers, skipped = document_rankers(engine, request.modes, request.depth, request.options)
+    reports = evaluate_modes(rankers, queries, qrels, request.metrics, query_progress)
+    return RetrievalEvalResult(name, len(queries), reports, skipped)
