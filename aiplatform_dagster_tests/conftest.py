@@ -16,6 +16,7 @@ from aiplatform_dagster.rag.pipeline import ingest
 from aiplatform_dagster.rag.retriever import Retriever
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
+from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
 
 SMALL_CORPUS = {
     "runbooks/paging.md": (

@@ -1,0 +1,102 @@
+"""retrieval_eval and answer_eval, materialised with the real definitions."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aiplatform_dagster.evaluation.answer_eval import load_golden_answers
+from aiplatform_dagster.evaluation.judge import JUDGE_SYSTEM_PROMPT
+from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster_tests.defs.test_ingestion_job import (
+    load_definitions,
+    materialization_metadata,
+)
+from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+
+pytestmark = pytest.mark.slow
+
+
+def materialize(asset: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    job = load_definitions().resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(asset_selection=[dg.AssetKey(asset)], run_config=run_config or {})
+
+
+@pytest.fixture
+def platform_on_sample(sample_store: IngestionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the code location at the session's ingested sample corpus."""
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_store.root.parent))
+    for variable in (
+        "OPENAI_API_KEY",
+        "AIPLATFORM_LLM_BASE_URL",
+        "OPENAI_BASE_URL",
+        "AZURE_OPENAI_ENDPOINT",
+        "AIPLATFORM_RERANKER_MODEL",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_retrieval_eval_scores_every_mode_on_the_golden_queries(
+    platform_on_sample, monkeypatch: pytest.MonkeyPatch, cross_encoder_dir: Path
+) -> None:
+    monkeypatch.setenv("AIPLATFORM_RERANKER_MODEL", str(cross_encoder_dir))
+    metadata = materialization_metadata(materialize("retrieval_eval"), "retrieval_eval")
+
+    assert metadata["benchmark"] == "golden" and metadata["queries"] == 40
+    for mode in ("bm25", "dense", "hybrid", "rerank"):
+        for metric in ("ndcg@10", "recall@100", "precision@10", "mrr@10"):
+            assert 0.0 <= metadata[f"{mode}/{metric}"] <= 1.0
+        assert 0 < metadata[f"{mode}/p50_ms"] <= metadata[f"{mode}/p95_ms"]
+        assert metadata[f"{mode}/p95_ms"] <= metadata[f"{mode}/p99_ms"]
+    assert metadata["hybrid/ndcg@10"] >= 0.9
+    assert metadata["hybrid/ndcg@10"] > metadata["dense/ndcg@10"]
+    assert metadata["hybrid/recall@100"] == 1.0
+    assert metadata["skipped_modes"] == {}
+
+
+def test_rerank_mode_without_a_model_is_skipped_with_the_reason(platform_on_sample) -> None:
+    metadata = materialization_metadata(
+        materialize(
+            "retrieval_eval", {"ops": {"retrieval_eval": {"config": {"modes": ["bm25", "rerank"]}}}}
+        ),
+        "retrieval_eval",
+    )
+    assert "rerank/ndcg@10" not in metadata
+    assert "AIPLATFORM_RERANKER_MODEL" in metadata["skipped_modes"]["rerank"]
+    assert metadata["bm25/ndcg@10"] > 0
+
+
+def test_answer_eval_without_an_llm_says_why_and_scores_nothing(platform_on_sample) -> None:
+    metadata = materialization_metadata(materialize("answer_eval"), "answer_eval")
+    assert metadata["status"] == "not run"
+    assert "No LLM configured" in metadata["reason"]
+    assert not any(key in metadata for key in ("correctness", "faithfulness"))
+
+
+def judge_or_answer(messages: list[dict]) -> str:
+    """Scripted model: the judge always grades 4/5 correct and 5/5 faithful."""
+    if messages[0]["content"] == JUDGE_SYSTEM_PROMPT:
+        return json.dumps({"correctness": 4, "faithfulness": 5, "reasoning": "supported"})
+    return "The answer is in the first source [1]."
+
+
+def test_answer_eval_judges_every_golden_question(
+    platform_on_sample, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    golden = load_golden_answers()
+    with FakeOpenAIServer(chat_reply=judge_or_answer) as server:
+        monkeypatch.setenv("AIPLATFORM_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        metadata = materialization_metadata(materialize("answer_eval"), "answer_eval")
+        requests = server.chat_requests()
+
+    assert len(requests) == 2 * len(golden)
+    assert metadata["status"] == "evaluated" and metadata["questions"] == len(golden)
+    assert metadata["correctness"] == pytest.approx(0.8)
+    assert metadata["faithfulness"] == pytest.approx(1.0)
+    assert metadata["judge_failures"] == 0
+    assert metadata["expected_document_cited"] >= 0.6
+    assert metadata["eval_cost_usd"] > metadata["cost_per_query_usd"] > 0
+    assert metadata["cache_hit_rate"] == 0
+    assert metadata["p50_ms"] <= metadata["p95_ms"] <= metadata["p99_ms"]
