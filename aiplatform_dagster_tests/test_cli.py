@@ -1,0 +1,100 @@
+"""The ``aiplatform`` command as a user runs it."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aiplatform_dagster.cli import main
+from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
+from aiplatform_dagster.rag.artifacts import IngestionStore
+
+TINY_CORPUS = [
+    BeirDoc("d1", "Vector backups", "The vector index is backed up nightly and kept 30 days."),
+    BeirDoc("d2", "Paging", "Unacknowledged pages escalate to the secondary after 15 minutes."),
+    BeirDoc("d3", "GPU pool", "GPU nodes scale from zero to four and carry a GPU taint."),
+    BeirDoc("d4", "Drift", "A PSI above 0.2 raises a drift alert and triggers retraining."),
+]
+TINY_QUERIES = {
+    "q1": "how long are vector index backups kept",
+    "q2": "when does a page go to the secondary on-call",
+    "q3": "how many GPU nodes can the pool scale to",
+    "q4": "what PSI value counts as drift",
+}
+TINY_QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}}
+
+
+@pytest.fixture
+def on_sample(sample_store: IngestionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_store.root.parent))
+    for variable in ("OPENAI_API_KEY", "AIPLATFORM_LLM_BASE_URL", "AIPLATFORM_RERANKER_MODEL"):
+        monkeypatch.delenv(variable, raising=False)
+
+
+def test_search_prints_ranked_chunks_with_title_score_and_source(on_sample, capsys) -> None:
+    assert main(["search", "When does the on-call rotation hand over?", "-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(" 1. [") and "On-Call Runbook" in lines[0]
+    assert lines[1].strip().endswith("(chunk 0)") or "on_call_runbook.md" in lines[1]
+    assert sum(line[:3].strip().rstrip(".").isdigit() for line in lines) == 3
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+def test_search_json_in_every_mode(on_sample, capsys, mode: str) -> None:
+    assert main(["search", "AIP-4031 embedding dimension mismatch", "--mode", mode, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["doc_id"] == "operations/troubleshooting.txt"
+    assert [row["rank"] for row in rows] == list(range(1, len(rows) + 1))
+    assert rows == sorted(rows, key=lambda row: -row["score"])
+
+
+def test_ask_prints_answer_citations_route_and_timings(on_sample, capsys) -> None:
+    assert main(["ask", "How long are vector index backups kept?"]) == 0
+    out = capsys.readouterr().out
+    assert "[1] " in out and "backup_and_restore.txt" in out
+    assert "answer: extractive" in out
+    assert "route: " in out and "timings: preprocess" in out
+    assert "note: reranking skipped" in out
+
+
+def test_ask_json_has_the_whole_answer(on_sample, capsys) -> None:
+    assert main(["ask", "What is the PSI drift alert threshold?", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["kind"] == "extractive"
+    assert answer["citations"][0]["doc_id"] == "mlops/drift_monitoring.md"
+    assert answer["route"]["mode"] in {"bm25", "dense", "hybrid"} and answer["route"]["reason"]
+    assert set(answer["timings_ms"]) >= {"retrieve", "context"}
+
+
+def test_eval_retrieval_on_a_beir_folder_ends_with_one_json_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path / "storage"))
+    monkeypatch.delenv("AIPLATFORM_RERANKER_MODEL", raising=False)
+    write_beir(tmp_path / "tiny", TINY_CORPUS, TINY_QUERIES, TINY_QRELS)
+    argv = ["eval", "retrieval", "--dataset", str(tmp_path / "tiny"), "--json"]
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    scores = json.loads(out.strip().splitlines()[-1])
+    assert set(scores) == {"bm25", "dense", "hybrid"}
+    assert "rerank" in out and "skipped" in out
+    for mode, values in scores.items():
+        assert values["recall@100"] == 1.0, mode
+        assert {"ndcg@10", "precision@10", "mrr@10", "p50_ms", "p95_ms", "p99_ms"} <= set(values)
+    assert scores["hybrid"]["ndcg@10"] == 1.0
+
+    store = IngestionStore(tmp_path / "storage" / "benchmarks" / "tiny")
+    assert {c.doc_id for c in store.read_chunks()} == {"d1", "d2", "d3", "d4"}
+
+
+def test_bad_input_exits_2_with_a_message(
+    on_sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    assert main(["ask", "   "]) == 2
+    assert "empty" in capsys.readouterr().err.lower()
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path / "never-ingested"))
+    assert main(["search", "anything"]) == 2
+    assert "materialise" in capsys.readouterr().err
+    assert main(["eval", "retrieval", "--dataset", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
