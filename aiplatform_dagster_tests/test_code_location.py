@@ -1,0 +1,144 @@
+"""The code location as Dagster tooling and the web UI see it."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from aiplatform_dagster.defs.compute import POOL_TAG
+from aiplatform_dagster_tests.defs.test_ingestion_job import load_definitions
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+INGESTION_ASSETS = {
+    "source_documents",
+    "document_chunks",
+    "chunk_embeddings",
+    "bm25_index",
+    "vector_index",
+}
+EVALUATION_ASSETS = {"retrieval_eval", "answer_eval"}
+HEAVY_MODULES = (
+    "torch", "sentence_transformers", "transformers", "great_expectations", "faiss",
+    "mlflow", "openai", "redis",
+)  # fmt: skip
+
+
+def test_definitions_hold_the_groups_checks_and_automation() -> None:
+    defs = load_definitions()
+    graph = defs.resolve_asset_graph()
+    groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
+    assert {k for k, g in groups.items() if g == "ingestion"} == INGESTION_ASSETS
+    assert {k for k, g in groups.items() if g == "evaluation"} == EVALUATION_ASSETS
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.owners == ["team:ml-platform"], key
+        assert node.description, key
+    assert {c.name for c in graph.asset_check_keys} == {"chunks_are_valid", "embeddings_are_valid"}
+    assert defs.resolve_sensor_def("new_documents_sensor").job_name == "ingestion_job"
+    assert defs.resolve_schedule_def("nightly_full_refresh").job_name == "ingestion_job"
+    assert defs.resolve_job_def("ingestion_job")
+
+
+def test_embeddings_run_on_the_gpu_pool_everything_else_on_cpu() -> None:
+    job = load_definitions().resolve_implicit_global_asset_job_def()
+    pools = {node.name: node.definition.tags[POOL_TAG] for node in job.graph.node_dict.values()}
+    assert pools.pop("chunk_embeddings") == "gpu"
+    assert set(pools.values()) == {"cpu"}
+    tag = job.graph.node_named("chunk_embeddings").definition.tags["dagster-k8s/config"]
+    gpu_config = json.loads(tag) if isinstance(tag, str) else tag
+    limits = gpu_config["container_config"]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+
+def test_loading_the_code_location_imports_no_heavy_library() -> None:
+    """Dagster loads the location in every process; model libraries must load lazily."""
+    script = (
+        "import sys, json\n"
+        "from aiplatform_dagster_tests.defs.test_ingestion_job import load_definitions\n"
+        "load_definitions().resolve_asset_graph()\n"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True,
+        cwd=PROJECT_ROOT,
+    ).stdout  # fmt: skip
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+ASSETS_QUERY = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes {
+    location { name }
+    assetNodes { assetKey { path } groupName }
+    sensors { name sensorState { status } }
+    schedules { name }
+} } } }
+"""
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_asset_graph_sensor_and_schedule(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AIPLATFORM_STORAGE_DIR": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    server = subprocess.Popen(
+        [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # dagster dev ignores SIGTERM to its parent alone
+    )  # fmt: skip
+    try:
+        repository = _wait_for_repository(port, deadline=time.monotonic() + 180)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    assert repository["location"]["name"] == "aiplatform_dagster"
+    assets = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in repository["assetNodes"]}
+    assert {k for k, group in assets.items() if group == "ingestion"} == INGESTION_ASSETS
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
+    assert sensors["new_documents_sensor"] == "RUNNING"
+    assert "nightly_full_refresh" in {s["name"] for s in repository["schedules"]}
+
+
+def _wait_for_repository(port: int, deadline: float) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": ASSETS_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                nodes = json.load(response)["data"]["repositoriesOrError"]["nodes"]
+                if nodes:
+                    return nodes[0]
+        except (OSError, KeyError, TypeError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("dagster dev did not serve the code location within 180 s")
+        time.sleep(2)
