@@ -107,13 +107,16 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     )
     bars: dict[str, tqdm] = {}
 
+    def advance(name: str, done: int, total: int, unit: str) -> None:
+        if name not in bars:
+            bars[name] = tqdm(total=total, desc=name, unit=unit)
+        bars[name].update(done - bars[name].n)
+
     def embedded(done: int, total: int) -> None:
-        bar = bars.setdefault("embed", tqdm(total=total, desc="embedding chunks", unit="chunk"))
-        bar.update(done - bar.n)
+        advance("embedding chunks", done, total, "chunk")
 
     def queried(mode: str, done: int, total: int) -> None:
-        bar = bars.setdefault(mode, tqdm(total=total, desc=f"{mode} queries", unit="query"))
-        bar.update(done - bar.n)
+        advance(f"{mode} queries", done, total, "query")
 
     load_reranker(rag.reranker_model)  # fail fast on a bad model before embedding a corpus
     result = run_retrieval_eval(
