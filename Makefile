@@ -44,7 +44,7 @@ format: install
 	$(BIN)/ruff format .
 
 bench: install
-	$(BIN)/python -m aiplatform_dagster.benchmarks.ingestion_and_search
+	$(BIN)/python -m aiplatform_dagster.benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) $(AIPLATFORM_STORAGE_DIR) .pytest_cache .ruff_cache

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.defs.compute import POOL_TAG
-from aiplatform_dagster_tests.defs.test_ingestion_job import load_definitions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,7 +62,7 @@ def test_loading_the_code_location_imports_no_heavy_library() -> None:
     """Dagster loads the location in every process; model libraries must load lazily."""
     script = (
         "import sys, json\n"
-        "from aiplatform_dagster_tests.defs.test_ingestion_job import load_definitions\n"
+        "from aiplatform_dagster.definitions import load_definitions\n"
         "load_definitions().resolve_asset_graph()\n"
         f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]))\n"
     )

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import aiplatform_dagster
+from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.rag.artifacts import IngestionStore
 from aiplatform_dagster.rag.bm25 import BM25Index
 from aiplatform_dagster.rag.documents import iter_candidate_files
@@ -15,10 +15,6 @@ from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.conftest import write_corpus
 
 pytestmark = pytest.mark.slow
-
-
-def load_definitions() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(aiplatform_dagster.__file__).parent)
 
 
 def run_ingestion(run_config: dict | None = None) -> dg.ExecuteInProcessResult:
