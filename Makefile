@@ -29,7 +29,7 @@ ingest: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select 'group:ingestion'
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	@test -f $(AIPLATFORM_STORAGE_DIR)/vector_index/manifest.json || $(MAKE) ingest
+	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/vector_index/manifest.json || $(MAKE) ingest
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: install

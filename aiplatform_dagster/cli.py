@@ -140,10 +140,10 @@ def _print_eval_table(result: Any) -> None:
     columns: list[str] = []
     for report in result.reports.values():
         columns.extend(c for c in report.as_dict() if c not in columns)
-    print(f"{'mode':<8}" + "".join(f"{c:>12}" for c in columns))
+    print(f"{'mode':<8}" + "".join(f"{c:>13}" for c in columns))
     for mode, report in result.reports.items():
         values = report.as_dict()
-        print(f"{mode:<8}" + "".join(f"{values.get(c, float('nan')):>12.4f}" for c in columns))
+        print(f"{mode:<8}" + "".join(f"{values.get(c, float('nan')):>13.4f}" for c in columns))
     for mode, reason in result.skipped.items():
         print(f"{mode:<8} skipped: {reason}")
 
