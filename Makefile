@@ -32,7 +32,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/vector_index/manifest.json || $(MAKE) ingest
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install
+test: lint
 	$(BIN)/pytest -q
 
 lint: install
