@@ -51,10 +51,12 @@ class FakeOpenAIServer:
         chat_reply: ChatReply = cite_first_source,
         embedding_dimension: int = 16,
         hang_s: float = 10.0,
+        ignore_requested_dimensions: bool = False,
     ) -> None:
         self.chat_reply = chat_reply
         self.embedding_dimension = embedding_dimension
         self.hang_s = hang_s
+        self.ignore_requested_dimensions = ignore_requested_dimensions  # as self-hosted models do
         self.requests: list[RecordedRequest] = []
         self._faults: deque[int | None] = deque()  # HTTP status, or None for "hang"
         self._lock = threading.Lock()
@@ -156,7 +158,8 @@ class FakeOpenAIServer:
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         texts = body.get("input", [])
         texts = [texts] if isinstance(texts, str) else texts
-        dimension = body.get("dimensions") or self.embedding_dimension
+        requested = None if self.ignore_requested_dimensions else body.get("dimensions")
+        dimension = requested or self.embedding_dimension
         data = []
         for index, text in enumerate(texts):
             vector = hash_vector(str(text), dimension)

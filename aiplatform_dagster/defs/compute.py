@@ -46,3 +46,8 @@ _POD_CONFIG: dict[ComputePool, dict[str, Any]] = {
 def pool_op_tags(pool: ComputePool) -> dict[str, Any]:
     """Op tags that route a step to ``pool``: read by dagster-k8s's k8s_job_executor."""
     return {POOL_TAG: pool.value, "dagster-k8s/config": _POD_CONFIG[pool]}
+
+
+def on_pool(pool: ComputePool) -> dict[str, Any]:
+    """Decorator arguments for an asset or check: its k8s tags and its concurrency pool."""
+    return {"op_tags": pool_op_tags(pool), "pool": pool.value}

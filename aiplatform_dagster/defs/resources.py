@@ -16,7 +16,13 @@ from aiplatform_dagster.rag.accounting import PRICE_TABLE_ENV, PriceTable
 from aiplatform_dagster.rag.artifacts import IngestionStore
 from aiplatform_dagster.rag.cache import DEFAULT_TTL_SECONDS, open_cache
 from aiplatform_dagster.rag.documents import DEFAULT_MAX_FILE_BYTES
-from aiplatform_dagster.rag.embedders import Embedder, OpenAIEmbedder, SentenceTransformerEmbedder
+from aiplatform_dagster.rag.embedders import (
+    DEFAULT_OPENAI_EMBEDDING_DIMENSION,
+    DEFAULT_OPENAI_EMBEDDING_MODEL,
+    Embedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+)
 from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings
 from aiplatform_dagster.rag.query_engine import QueryEngine
 from aiplatform_dagster.rag.rerank import load_reranker
@@ -56,8 +62,8 @@ class EmbedderResource(dg.ConfigurableResource):
     )
     device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
     batch_size: int = 64
-    openai_model: str = "text-embedding-3-small"
-    openai_dimension: int = 1536
+    openai_model: str = DEFAULT_OPENAI_EMBEDDING_MODEL
+    openai_dimension: int = DEFAULT_OPENAI_EMBEDDING_DIMENSION
     openai_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint; None means api.openai.com."
     )
@@ -157,6 +163,10 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         provider=env("AIPLATFORM_EMBEDDER", "sentence-transformers"),
         model_path=env("AIPLATFORM_EMBEDDING_MODEL"),
         device=env("AIPLATFORM_EMBEDDING_DEVICE", "cpu"),
+        openai_model=env("AIPLATFORM_OPENAI_EMBEDDING_MODEL", DEFAULT_OPENAI_EMBEDDING_MODEL),
+        openai_dimension=int(
+            env("AIPLATFORM_OPENAI_EMBEDDING_DIMENSION", DEFAULT_OPENAI_EMBEDDING_DIMENSION)
+        ),
         openai_base_url=env("OPENAI_BASE_URL"),
         openai_api_key=_secret("OPENAI_API_KEY"),
     )

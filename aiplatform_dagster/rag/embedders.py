@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
+DEFAULT_OPENAI_EMBEDDING_DIMENSION = 1536
 
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts total) as encoding proceeds."""
@@ -152,8 +154,8 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
 
     def __init__(
         self,
-        model: str = "text-embedding-3-small",
-        dimension: int = 1536,
+        model: str = DEFAULT_OPENAI_EMBEDDING_MODEL,
+        dimension: int = DEFAULT_OPENAI_EMBEDDING_DIMENSION,
         base_url: str | None = None,
         api_key: str | None = None,
         batch_size: int = 256,

@@ -13,6 +13,7 @@ from aiplatform_dagster.rag.retriever import Retriever, SearchMode
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.conftest import write_corpus
+from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +166,24 @@ def test_missing_documents_folder_fails_with_a_clear_message(platform_env, tmp_p
     assert not result.success
     failure = result.failure_data_for_node("source_documents")
     assert "AIPLATFORM_DOCUMENTS_DIR" in failure.error.cause.message
+
+
+def test_an_openai_compatible_embedder_is_a_configuration_switch(
+    platform_env, corpus_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = platform_env(corpus_dir)
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv("AIPLATFORM_EMBEDDER", "openai")
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        monkeypatch.setenv("AIPLATFORM_OPENAI_EMBEDDING_DIMENSION", "32")
+        result = run_ingestion()
+        embedding_requests = [r for r in server.requests if r.path.endswith("/embeddings")]
+
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    embedded = materialization_metadata(result, "chunk_embeddings")
+    assert embedded["model"] == "openai:text-embedding-3-small:32"
+    assert embedded["dimension"] == 32
+    assert embedding_requests[0].headers["authorization"] == "Bearer test-key"
+    store = IngestionStore(storage / "ingestion")
+    assert EmbeddedVectorIndex(store.vector_dir).dimension == 32

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.ingestion.assets import bm25_index, vector_index
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import EmbedderResource, QueryEngineResource, StorageResource
@@ -44,8 +44,7 @@ class RetrievalEvalConfig(dg.Config):
     owners=OWNERS,
     kinds={"python"},
     deps=[bm25_index, vector_index],
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
     automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(
@@ -119,8 +118,7 @@ class AnswerEvalConfig(dg.Config):
     owners=OWNERS,
     kinds={"openai"},
     deps=[bm25_index, vector_index],
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
 )
 def answer_eval(
     context: dg.AssetExecutionContext, config: AnswerEvalConfig, rag: QueryEngineResource

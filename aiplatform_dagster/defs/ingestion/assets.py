@@ -6,7 +6,7 @@ from collections import Counter
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import (
     DocumentSourceResource,
@@ -49,8 +49,7 @@ class ChunkEmbeddingsConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "parquet"},
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
 )
 def source_documents(
     context: dg.AssetExecutionContext, documents: DocumentSourceResource, storage: StorageResource
@@ -85,8 +84,7 @@ def source_documents(
     owners=OWNERS,
     kinds={"python", "parquet"},
     deps=[source_documents],
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
 )
 def document_chunks(
     context: dg.AssetExecutionContext,
@@ -129,8 +127,7 @@ def document_chunks(
     owners=OWNERS,
     kinds={"pytorch", "numpy"},
     deps=[document_chunks],
-    op_tags=pool_op_tags(ComputePool.GPU),
-    pool=ComputePool.GPU.value,
+    **on_pool(ComputePool.GPU),
 )
 def chunk_embeddings(
     context: dg.AssetExecutionContext,
@@ -167,8 +164,7 @@ def chunk_embeddings(
     owners=OWNERS,
     kinds={"python", "scipy"},
     deps=[document_chunks],
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
 )
 def bm25_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     """Keyword index (Okapi BM25 with stemming; IDs, dates and codes stay exact)."""
@@ -194,8 +190,7 @@ def bm25_index(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     owners=OWNERS,
     kinds={"python", "numpy"},
     deps=[chunk_embeddings],
-    op_tags=pool_op_tags(ComputePool.CPU),
-    pool=ComputePool.CPU.value,
+    **on_pool(ComputePool.CPU),
 )
 def vector_index(
     context: dg.AssetExecutionContext, storage: StorageResource, vector_store: VectorStoreResource

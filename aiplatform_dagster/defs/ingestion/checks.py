@@ -2,12 +2,10 @@
 
 import dagster as dg
 
-from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.ingestion.assets import chunk_embeddings, document_chunks
 from aiplatform_dagster.defs.resources import EmbedderResource, StorageResource
 from aiplatform_dagster.rag.quality import QualityResult, check_chunks, check_embeddings
-
-CPU_STEP = {"op_tags": pool_op_tags(ComputePool.CPU), "pool": ComputePool.CPU.value}
 
 
 def _check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
@@ -30,7 +28,7 @@ def _check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=document_chunks, blocking=True, **CPU_STEP)
+@dg.asset_check(asset=document_chunks, blocking=True, **on_pool(ComputePool.CPU))
 def chunks_are_valid(storage: StorageResource, embedder: EmbedderResource) -> dg.AssetCheckResult:
     """Non-empty text, token length within the embedder's input, unique ids, known documents.
 
@@ -42,7 +40,7 @@ def chunks_are_valid(storage: StorageResource, embedder: EmbedderResource) -> dg
     return _check_result(check_chunks(store.read_chunks(), doc_ids, max_tokens))
 
 
-@dg.asset_check(asset=chunk_embeddings, blocking=True, **CPU_STEP)
+@dg.asset_check(asset=chunk_embeddings, blocking=True, **on_pool(ComputePool.CPU))
 def embeddings_are_valid(
     storage: StorageResource, embedder: EmbedderResource
 ) -> dg.AssetCheckResult:
