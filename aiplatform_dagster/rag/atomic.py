@@ -24,7 +24,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     try:
         yield scratch
         for path in scratch.iterdir():
-            _fsync(path)
+            fsync(path)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -32,11 +32,12 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     if target.exists():
         target.rename(retired)
     scratch.rename(target)
-    _fsync(target.parent)
+    fsync(target.parent)
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file or directory to disk, so a rename after it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

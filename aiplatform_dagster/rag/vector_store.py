@@ -37,6 +37,7 @@ from uuid import uuid4
 
 import numpy as np
 
+from aiplatform_dagster.rag.atomic import fsync
 from aiplatform_dagster.rag.hits import Hit
 
 FORMAT_VERSION = 1
@@ -179,9 +180,9 @@ class EmbeddedVectorIndex:
         }
         pending = self.directory / f"{_MANIFEST}.tmp"
         pending.write_text(json.dumps(manifest, indent=2), "utf-8")
-        _fsync(pending)
+        fsync(pending)
         os.replace(pending, self.directory / _MANIFEST)
-        _fsync(self.directory)
+        fsync(self.directory)
         for entry in self.directory.glob(f"{_VERSION_PREFIX}*"):
             if entry.name != folder.name:  # the old version and leftovers of crashed syncs
                 shutil.rmtree(entry, ignore_errors=True)
@@ -311,8 +312,8 @@ def _write_version(
         shards.append((start, name))
     del matrix
     for path in folder.iterdir():
-        _fsync(path)
-    _fsync(folder)
+        fsync(path)
+    fsync(folder)
     return digest.hexdigest(), shards
 
 
@@ -335,12 +336,3 @@ def _open(directory: Path, manifest: dict[str, Any]) -> _Snapshot:
         ],
         dimension=manifest["dimension"],
     )
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or directory to disk, so the manifest swap never points at unwritten data."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
