@@ -1,10 +1,8 @@
 """Extractive fallback: the best-matching source sentences, verbatim, cited, in source order."""
 
-from aiplatform_dagster.rag.chunking import Chunk
 from aiplatform_dagster.rag.citations import resolve_citations
-from aiplatform_dagster.rag.context import Context, build_context
 from aiplatform_dagster.rag.extractive import extractive_answer
-from aiplatform_dagster.rag.retriever import RetrievedChunk
+from aiplatform_dagster_tests.builders import context_of
 
 PAGING = (
     "# Paging policy\n- "
@@ -15,16 +13,6 @@ SEVERITY = (
     "Incidents with customer impact are declared SEV-1. A SEV-1 incident needs a status page "
     "update. The secondary engineer joins every SEV-1 bridge."
 )
-
-
-def context_of(*texts: str) -> Context:
-    chunks = [
-        RetrievedChunk(
-            Chunk(f"c{n}", f"doc-{n}.md", f"Doc {n}", f"/docs/{n}", 0, 0, len(t), 0, t), 1.0
-        )
-        for n, t in enumerate(texts, start=1)
-    ]
-    return build_context(chunks, 10_000, lambda batch: [len(t.split()) for t in batch])
 
 
 def test_best_sentences_are_quoted_with_citations_in_source_order() -> None:
