@@ -3,25 +3,32 @@
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
-from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, SearchMode
+from aiplatform_dagster.rag.retriever import FusionMethod, SearchMode
 
 SNIPPET_CHARS = 240
 
 
-def _resources() -> dict[str, Any]:
-    """Resources exactly as the code location builds them (Dagster imported only here)."""
+@contextmanager
+def _resources() -> Iterator[Any]:
+    """Resources exactly as the code location builds them, initialised as Dagster would
+    (environment-backed secrets resolved); Dagster is imported only once a command runs."""
+    import dagster as dg
+
     from aiplatform_dagster.defs.resources import default_resources
 
-    return default_resources()
+    with dg.build_resources(default_resources()) as resources:
+        yield resources
 
 
-def _search(args: argparse.Namespace) -> int:
-    engine = _resources()["rag"].get_engine()
+def _search(args: argparse.Namespace, resources: Any) -> int:
+    engine = resources.rag.get_engine()
     results = engine.retriever.search(args.query, SearchMode(args.mode), args.k)
     if args.json:
         rows = [
@@ -49,19 +56,23 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ask(args: argparse.Namespace) -> int:
-    from aiplatform_dagster.rag.query_engine import QueryOptions
-
-    engine = _resources()["rag"].get_engine()
-    options = QueryOptions(
+def _ask(args: argparse.Namespace, resources: Any) -> int:
+    engine = resources.rag.get_engine()
+    defaults = engine.defaults
+    options = replace(
+        defaults.with_hybrid(args.dense_weight, args.fusion),
         mode=SearchMode(args.mode) if args.mode else None,
-        candidates=args.candidates,
-        top_n=args.top_n,
+        candidates=args.candidates or defaults.candidates,
+        top_n=args.top_n or defaults.top_n,
         use_cache=not args.no_cache,
     )
     answer = engine.ask(args.question, options)
+    cache = engine.cache.stats() if engine.cache is not None else None
     if args.json:
-        print(json.dumps(answer.as_dict()))
+        data = answer.as_dict()
+        if cache is not None:
+            data["cache"] = {"hits": cache.hits, "misses": cache.misses, "hit_rate": cache.hit_rate}
+        print(json.dumps(data))
         return 0
     print(answer.text)
     print()
@@ -78,21 +89,21 @@ def _ask(args: argparse.Namespace) -> int:
     )
     timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in answer.timings_ms.items())
     print(f"timings: {timings}")
+    if cache is not None and cache.hits + cache.misses:
+        print(f"cache: {cache.hit_rate:.0%} hit rate over {cache.hits + cache.misses} LLM lookups")
     for note in answer.notes:
         print(f"note: {note}")
     return 0
 
 
-def _eval_retrieval(args: argparse.Namespace) -> int:
+def _eval_retrieval(args: argparse.Namespace, resources: Any) -> int:
     from tqdm import tqdm
 
     from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
     from aiplatform_dagster.rag.chunking import ChunkingConfig
-    from aiplatform_dagster.rag.query_engine import QueryOptions
     from aiplatform_dagster.rag.rerank import load_reranker
 
-    resources = _resources()
-    rag = resources["rag"]
+    rag = resources.rag
     if args.reranker:
         rag = rag.model_copy(update={"reranker_model": args.reranker})
     request = RetrievalEvalRequest(
@@ -100,9 +111,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         split=args.split,
         modes=[EvalMode(mode) for mode in args.modes.split(",")],
         depth=args.depth,
-        options=QueryOptions(
-            hybrid=HybridConfig(args.dense_weight, fusion=FusionMethod(args.fusion)),
-        ),
+        options=rag.query_options().with_hybrid(args.dense_weight, args.fusion),
         chunking=ChunkingConfig(args.chunk_tokens, args.overlap_tokens),
     )
     bars: dict[str, tqdm] = {}
@@ -122,8 +131,8 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     result = run_retrieval_eval(
         request,
         rag.get_engine,
-        resources["embedder"].get_embedder(),
-        Path(resources["storage"].root_dir) / "benchmarks",
+        resources.embedder.get_embedder(),
+        Path(resources.storage.root_dir) / "benchmarks",
         embedded,
         queried,
     )
@@ -166,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--mode", choices=[m.value for m in SearchMode], help="Skip the router; force a mode."
     )
-    ask.add_argument("--candidates", type=int, default=10, help="Chunks the reranker scores.")
-    ask.add_argument("--top-n", type=int, default=3, help="Chunks given to the LLM.")
+    ask.add_argument("--candidates", type=int, help="Chunks the reranker scores (10).")
+    ask.add_argument("--top-n", type=int, help="Chunks given to the LLM (3).")
+    ask.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
+    ask.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
     ask.add_argument("--no-cache", action="store_true", help="Bypass the response cache.")
     ask.add_argument("--json", action="store_true", help="Print the answer as JSON.")
     ask.set_defaults(handler=_ask)
@@ -181,10 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("--split", default="test")
     retrieval.add_argument("--modes", default=",".join(m.value for m in EvalMode))
     retrieval.add_argument("--depth", type=int, default=100, help="Documents ranked per query.")
-    retrieval.add_argument("--dense-weight", type=float, default=HybridConfig.dense_weight)
-    retrieval.add_argument(
-        "--fusion", choices=[f.value for f in FusionMethod], default=FusionMethod.SCORE.value
-    )
+    retrieval.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
+    retrieval.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
     retrieval.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
     retrieval.add_argument("--overlap-tokens", type=int, default=DEFAULT_OVERLAP_TOKENS)
     retrieval.add_argument("--reranker", help="Override AIPLATFORM_RERANKER_MODEL.")
@@ -200,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except (FileNotFoundError, ValueError, LLMError) as error:
+        with _resources() as resources:
+            return args.handler(args, resources)
+    except (FileNotFoundError, ValueError, ConnectionError, LLMError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

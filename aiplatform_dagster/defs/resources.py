@@ -14,7 +14,7 @@ from pydantic import Field
 from aiplatform_dagster import settings
 from aiplatform_dagster.rag.accounting import PRICE_TABLE_ENV, PriceTable
 from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.cache import DEFAULT_TTL_SECONDS, open_cache
+from aiplatform_dagster.rag.cache import DEFAULT_REDIS_PREFIX, DEFAULT_TTL_SECONDS, open_cache
 from aiplatform_dagster.rag.documents import DEFAULT_MAX_FILE_BYTES
 from aiplatform_dagster.rag.embedders import (
     DEFAULT_OPENAI_EMBEDDING_DIMENSION,
@@ -24,9 +24,10 @@ from aiplatform_dagster.rag.embedders import (
     SentenceTransformerEmbedder,
 )
 from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings
-from aiplatform_dagster.rag.query_engine import QueryEngine
+from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
 from aiplatform_dagster.rag.rerank import load_reranker
-from aiplatform_dagster.rag.retriever import Retriever
+from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, Retriever
+from aiplatform_dagster.rag.router import RoutingRules, RuleRouter
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex, VectorStore
 
 
@@ -106,6 +107,21 @@ class QueryEngineResource(dg.ConfigurableResource):
         default=None, description="CrossEncoder folder, hub name or MLflow model URI."
     )
     reranker_device: str = "cpu"
+    candidates: int = Field(default=10, description="Fused candidates the reranker scores.")
+    top_n: int = Field(default=3, description="Chunks kept after reranking, given to the LLM.")
+    dense_weight: float = Field(
+        default=HybridConfig.dense_weight, description="Semantic share of hybrid fusion."
+    )
+    fusion: Literal["score", "rrf"] = "score"
+    context_tokens: int = Field(default=1800, description="Token budget of the sources.")
+    keyword_max_words: int = Field(
+        default=RoutingRules.keyword_max_words,
+        description="Exact-match queries up to this many words go to keyword search.",
+    )
+    semantic_min_words: int = Field(
+        default=RoutingRules.semantic_min_words,
+        description="Plain questions of at least this many words go to semantic search.",
+    )
     llm_model: str = Field(default=DEFAULT_MODEL, description="Model, or Azure deployment.")
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint.")
     llm_api_key: str | None = Field(default=None, description="From OPENAI_API_KEY.")
@@ -114,6 +130,9 @@ class QueryEngineResource(dg.ConfigurableResource):
     llm_timeout_s: float = 60.0
     redis_url: str | None = Field(
         default=None, description="Response cache in Redis; unset: SQLite in the storage folder."
+    )
+    redis_prefix: str = Field(
+        default=DEFAULT_REDIS_PREFIX, description="Key prefix, so environments can share Redis."
     )
     cache_ttl_seconds: int = DEFAULT_TTL_SECONDS
     price_table: str | None = Field(
@@ -130,6 +149,14 @@ class QueryEngineResource(dg.ConfigurableResource):
             timeout_s=self.llm_timeout_s,
         )
 
+    def query_options(self) -> QueryOptions:
+        return QueryOptions(
+            candidates=self.candidates,
+            top_n=self.top_n,
+            hybrid=HybridConfig(self.dense_weight, fusion=FusionMethod(self.fusion)),
+            context_tokens=self.context_tokens,
+        )
+
     def get_engine(self, benchmark_store: IngestionStore | None = None) -> QueryEngine:
         """The engine over the platform's indexes, or over a benchmark's embedded indexes."""
         store = benchmark_store or self.storage.ingestion_store()
@@ -143,6 +170,13 @@ class QueryEngineResource(dg.ConfigurableResource):
         return QueryEngine(
             Retriever.from_store(store, embedder, vectors),
             embedder.count_tokens,
+            router=RuleRouter(
+                RoutingRules(
+                    keyword_max_words=self.keyword_max_words,
+                    semantic_min_words=self.semantic_min_words,
+                )
+            ),
+            defaults=self.query_options(),
             reranker=load_reranker(self.reranker_model, self.reranker_device),
             llm=settings.build_client() if settings.is_configured else None,
             llm_model=settings.model if settings.is_configured else None,
@@ -150,6 +184,7 @@ class QueryEngineResource(dg.ConfigurableResource):
                 self.redis_url,
                 Path(self.storage.root_dir) / "cache" / "responses.sqlite",
                 self.cache_ttl_seconds,
+                self.redis_prefix,
             ),
             prices=PriceTable.from_json(self.price_table) if self.price_table else PriceTable(),
         )
@@ -189,6 +224,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             azure_endpoint=llm.azure_endpoint,
             azure_api_version=llm.api_version,
             redis_url=env("AIPLATFORM_REDIS_URL"),
+            redis_prefix=env("AIPLATFORM_REDIS_PREFIX", DEFAULT_REDIS_PREFIX),
             price_table=env(PRICE_TABLE_ENV),
         ),
     }

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_TTL_SECONDS = 86400
+DEFAULT_REDIS_PREFIX = "aiplatform:cache:"
 KEY_SCHEME_VERSION = 1
 """Bump when the key payload changes, so old entries are not read under the new meaning."""
 
@@ -74,7 +75,7 @@ class RedisResponseCache:
     def __init__(
         self,
         url: str,
-        prefix: str = "aiplatform:cache:",
+        prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
     ) -> None:
         import redis
@@ -161,12 +162,15 @@ class LocalResponseCache:
 
 
 def open_cache(
-    redis_url: str | None, local_path: Path, ttl: int = DEFAULT_TTL_SECONDS
+    redis_url: str | None,
+    local_path: Path,
+    ttl: int = DEFAULT_TTL_SECONDS,
+    redis_prefix: str = DEFAULT_REDIS_PREFIX,
 ) -> ResponseCache:
     """Redis when a URL is configured (an unreachable Redis is an error, not a silent
     fallback that would split the cache across replicas), else SQLite at ``local_path``."""
     if redis_url:
-        return RedisResponseCache(redis_url, ttl_seconds=ttl)
+        return RedisResponseCache(redis_url, prefix=redis_prefix, ttl_seconds=ttl)
     return LocalResponseCache(local_path, ttl_seconds=ttl)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_MAX_CHARS = 2000
+_CLOSING_PUNCTUATION = " ?!.。？！"
+"""Stripped from the cache key's form: "Why?" and "why" ask the same thing."""
 
 
 class QueryError(ValueError):
@@ -128,7 +130,7 @@ def prepare_query(raw: str, max_chars: int = DEFAULT_MAX_CHARS) -> PreparedQuery
         text = _truncate(text, max_chars)
     return PreparedQuery(
         text=text,
-        normalised=text.casefold(),
+        normalised=text.casefold().rstrip(_CLOSING_PUNCTUATION),
         truncated=truncated,
         exact_terms=_unique(match.group() for match in _EXACT_TERM.finditer(text)),
         quoted_phrases=_quoted_phrases(text),

@@ -6,7 +6,7 @@ cost and how long each stage took, so nothing is silently degraded.
 """
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -20,7 +20,13 @@ from aiplatform_dagster.rag.llm import ChatClient
 from aiplatform_dagster.rag.preprocess import PreparedQuery, prepare_query
 from aiplatform_dagster.rag.prompts import NO_ANSWER, PROMPT_VERSION, build_messages
 from aiplatform_dagster.rag.rerank import Reranker
-from aiplatform_dagster.rag.retriever import HybridConfig, RetrievedChunk, Retriever, SearchMode
+from aiplatform_dagster.rag.retriever import (
+    FusionMethod,
+    HybridConfig,
+    RetrievedChunk,
+    Retriever,
+    SearchMode,
+)
 from aiplatform_dagster.rag.router import RouteDecision, Router, RuleRouter
 
 NO_RERANKER_NOTE = (
@@ -53,6 +59,15 @@ class QueryOptions:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     context_tokens: int = 1800
     use_cache: bool = True
+
+    def with_hybrid(self, dense_weight: float | None, fusion: str | None) -> "QueryOptions":
+        """These options with the hybrid blend overridden where a value is given."""
+        hybrid = replace(
+            self.hybrid,
+            dense_weight=self.hybrid.dense_weight if dense_weight is None else dense_weight,
+            fusion=FusionMethod(fusion) if fusion else self.hybrid.fusion,
+        )
+        return replace(self, hybrid=hybrid)
 
     def __post_init__(self) -> None:
         if not 1 <= self.top_n <= self.candidates:
@@ -108,6 +123,7 @@ class QueryEngine:
         llm_model: str | None = None,
         cache: ResponseCache | None = None,
         prices: PriceTable | None = None,
+        defaults: QueryOptions | None = None,
     ) -> None:
         self.retriever = retriever
         self._count_tokens = count_tokens
@@ -117,6 +133,7 @@ class QueryEngine:
         self._llm_model = llm_model
         self.cache = cache
         self._prices = prices or PriceTable()
+        self.defaults = defaults or QueryOptions()
 
     def retrieve(
         self, query: str, mode: SearchMode, options: QueryOptions, rerank: bool = True
@@ -129,7 +146,7 @@ class QueryEngine:
 
     def ask(self, question: str, options: QueryOptions | None = None) -> Answer:
         """Answer ``question`` with citations; raises QueryError for an empty question."""
-        options = options or QueryOptions()
+        options = options or self.defaults
         timer = StageTimer()
         with timer.stage("preprocess"):
             query = prepare_query(question)

@@ -19,7 +19,6 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
 from aiplatform_dagster.rag.accounting import PriceTable
 from aiplatform_dagster.rag.query_engine import NO_LLM_NOTE, QueryOptions
-from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig
 
 GROUP = "evaluation"
 OWNERS = ["team:ml-platform"]
@@ -35,8 +34,10 @@ class RetrievalEvalConfig(dg.Config):
     modes: list[str] = Field(default=[mode.value for mode in EvalMode])
     metrics: list[str] = Field(default=list(DEFAULT_METRICS))
     depth: int = Field(default=100, description="Documents ranked per query.")
-    dense_weight: float = HybridConfig.dense_weight
-    fusion: str = FusionMethod.SCORE.value
+    dense_weight: float | None = Field(
+        default=None, description="Semantic share of hybrid; unset: the rag resource's."
+    )
+    fusion: str | None = Field(default=None, description="score or rrf; unset: the resource's.")
 
 
 @dg.asset(
@@ -64,9 +65,7 @@ def retrieval_eval(
         modes=[EvalMode(mode) for mode in config.modes],
         metrics=config.metrics,
         depth=config.depth,
-        options=QueryOptions(
-            hybrid=HybridConfig(config.dense_weight, fusion=FusionMethod(config.fusion))
-        ),
+        options=rag.query_options().with_hybrid(config.dense_weight, config.fusion),
     )
 
     def embedded(done: int, total: int) -> None:
