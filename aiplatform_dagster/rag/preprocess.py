@@ -44,7 +44,7 @@ class PreparedQuery:
     text: str
     """Normalised, case kept: what is searched and shown back to the user."""
     normalised: str
-    """``text`` case-folded: the form cache keys are built from."""
+    """``text`` case-folded, closing ?/!/. dropped: the form cache keys are built from."""
     truncated: bool
     exact_terms: list[str]
     """IDs, codes, identifiers, file names, dates and versions, as written."""
