@@ -66,6 +66,7 @@ def _ask(args: argparse.Namespace, resources: Any) -> int:
         top_n=args.top_n or defaults.top_n,
         use_cache=not args.no_cache,
     )
+    engine.warm_up()
     answer = engine.ask(args.question, options)
     cache = engine.cache.stats() if engine.cache is not None else None
     if args.json:

@@ -135,6 +135,11 @@ class QueryEngine:
         self._prices = prices or PriceTable()
         self.defaults = defaults or QueryOptions()
 
+    def warm_up(self) -> None:
+        """Load the embedding and reranking models now, so stage timings show query cost
+        rather than a one-off model load (a server calls this once at start-up)."""
+        self.retrieve("warm up", SearchMode.HYBRID, self.defaults)
+
     def retrieve(
         self, query: str, mode: SearchMode, options: QueryOptions, rerank: bool = True
     ) -> Retrieval:
