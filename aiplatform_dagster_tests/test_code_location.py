@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from aiplatform_dagster.definitions import load_definitions
@@ -43,6 +44,8 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
         assert node.description, key
     assert {c.name for c in graph.asset_check_keys} == {"chunks_are_valid", "embeddings_are_valid"}
     assert defs.resolve_sensor_def("new_documents_sensor").job_name == "ingestion_job"
+    automation = defs.resolve_sensor_def("evaluation_automation")
+    assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("nightly_full_refresh").job_name == "ingestion_job"
     assert defs.resolve_job_def("ingestion_job")
 
@@ -122,6 +125,7 @@ def test_dagster_dev_serves_the_asset_graph_sensor_and_schedule(tmp_path: Path) 
     assert {k for k, group in assets.items() if group == "ingestion"} == INGESTION_ASSETS
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
     assert sensors["new_documents_sensor"] == "RUNNING"
+    assert sensors["evaluation_automation"] == "RUNNING"
     assert "nightly_full_refresh" in {s["name"] for s in repository["schedules"]}
 
 
