@@ -18,6 +18,9 @@ from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
 
+REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""The real Redis the tests use; each test keeps to its own key prefix and deletes it."""
+
 SMALL_CORPUS = {
     "runbooks/paging.md": (
         "# Paging policy\n\nThe primary on-call engineer is paged first. If nobody "

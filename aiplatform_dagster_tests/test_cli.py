@@ -10,9 +10,8 @@ import pytest
 from aiplatform_dagster.cli import main
 from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
 from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster_tests.conftest import REDIS_URL
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 TINY_CORPUS = [
     BeirDoc("d1", "Vector backups", "The vector index is backed up nightly and kept 30 days."),

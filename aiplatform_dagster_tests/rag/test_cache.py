@@ -17,8 +17,8 @@ from aiplatform_dagster.rag.cache import (
     cache_key,
     open_cache,
 )
+from aiplatform_dagster_tests.conftest import REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 ANSWER = {"answer": "Rotate it with the secrets job.", "citations": ["c1", "c2"], "ü": "ß"}
 KEY_PARTS = ("how do i rotate keys", ("c1", "c2"), "gpt-4o-mini", "prompt-v3")
 
