@@ -1,8 +1,9 @@
 """Pack reranked chunks into the LLM's context window as numbered, citable sources.
 
 Overlapping chunks of one document (chunking overlaps them on purpose) would spend the budget
-twice on the same words and split citations between two numbers, so only the higher-ranked one
-is kept. Sources are numbered in rank order; the numbers are what answers cite.
+twice on the same words and split citations between two numbers, so a lower-ranked chunk that
+overlaps a kept one is merged into it (one source, the union of both spans), and one wholly
+inside it is dropped. Sources are numbered in rank order; the numbers are what answers cite.
 """
 
 import re
@@ -62,11 +63,19 @@ def build_context(
         raise ValueError(f"token_budget must be at least 1, got {token_budget}")
     kept: list[RetrievedChunk] = []
     blocks: list[str] = []
-    used = 0
+    token_counts: list[int] = []
     dropped_for_budget = dropped_duplicates = 0
     for candidate in chunks:
-        if any(_duplicates(candidate.chunk, earlier.chunk) for earlier in kept):
+        index, merged = _absorbed_by(candidate.chunk, [item.chunk for item in kept])
+        if index is not None:
             dropped_duplicates += 1
+            if merged is None:
+                continue
+            block = render_source(index + 1, merged)
+            tokens = count_tokens([block])[0]
+            if sum(token_counts) - token_counts[index] + tokens <= token_budget:
+                kept[index] = RetrievedChunk(merged, kept[index].score)
+                blocks[index], token_counts[index] = block, tokens
             continue
         number = len(kept) + 1
         block = render_source(number, candidate.chunk)
@@ -75,23 +84,47 @@ def build_context(
             truncated = _truncate(candidate, token_budget, count_tokens)
             if truncated is not None:
                 candidate, block, tokens = truncated
-        if used + tokens > token_budget:
+        if sum(token_counts) + tokens > token_budget:
             dropped_for_budget += 1
             continue
         kept.append(candidate)
         blocks.append(block)
-        used += tokens
+        token_counts.append(tokens)
+    used = sum(token_counts)
     sources = [Source(n, item.chunk, item.score) for n, item in enumerate(kept, start=1)]
     return Context(sources, "\n\n".join(blocks), used, dropped_for_budget, dropped_duplicates)
 
 
-def _duplicates(chunk: Chunk, earlier: Chunk) -> bool:
-    """Same words twice: overlapping spans of one document, or identical text anywhere."""
-    if chunk.doc_id == earlier.doc_id and (
-        chunk.char_start < earlier.char_end and earlier.char_start < chunk.char_end
-    ):
-        return True
-    return chunk.text.split() == earlier.text.split()
+def _absorbed_by(chunk: Chunk, kept: Sequence[Chunk]) -> tuple[int | None, Chunk | None]:
+    """Where ``chunk`` repeats a kept source: (its index, the merged chunk), (index, None)
+    when nothing new would be added, or (None, None) when it is a new source."""
+    for index, earlier in enumerate(kept):
+        if chunk.text.split() == earlier.text.split():
+            return index, None
+        if chunk.doc_id != earlier.doc_id or not (
+            chunk.char_start < earlier.char_end and earlier.char_start < chunk.char_end
+        ):
+            continue
+        if earlier.char_start <= chunk.char_start and chunk.char_end <= earlier.char_end:
+            return index, None
+        return index, _union(earlier, chunk)
+    return None, None
+
+
+def _union(earlier: Chunk, later: Chunk) -> Chunk:
+    """One chunk spanning two overlapping chunks of the same document (offsets are the
+    document's, so the overlap is written once). The higher-ranked chunk keeps its id."""
+    first, second = sorted((earlier, later), key=lambda c: c.char_start)
+    text = first.text + second.text[first.char_end - second.char_start :]
+    if second.char_end < first.char_end:
+        text = first.text
+    return replace(
+        earlier,
+        text=text,
+        char_start=first.char_start,
+        char_end=max(first.char_end, second.char_end),
+        position=first.position,
+    )
 
 
 def _truncate(

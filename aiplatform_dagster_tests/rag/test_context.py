@@ -49,21 +49,37 @@ def test_sources_are_numbered_in_rank_order_and_rendered_with_their_document() -
     assert (context.dropped_for_budget, context.dropped_duplicates) == (0, 0)
 
 
-def test_overlapping_chunks_of_one_document_keep_only_the_higher_ranked() -> None:
-    first = retrieved("alpha beta gamma delta", start=100)
-    overlapping = retrieved("gamma delta epsilon", start=110)  # starts inside `first`
-    adjacent = retrieved("zeta eta theta", start=100 + len("alpha beta gamma delta"))
+def test_overlapping_chunks_of_one_document_merge_into_the_higher_ranked_source() -> None:
+    document = "alpha beta gamma delta epsilon zeta eta theta"
+    first = retrieved(document[:22], start=100)  # "alpha beta gamma delta"
+    overlapping = retrieved(document[11:30], start=111, score=0.9)  # "gamma delta epsilon"
+    inside = retrieved(document[6:16], start=106, score=0.8)  # "beta gamma": nothing new
+    adjacent = retrieved("iota kappa", start=100 + len(document) + 1, score=0.7)
     same_span_other_doc = retrieved("alpha beta gamma iota", doc_id="other.md", start=100)
 
-    context = build_context([first, overlapping, adjacent, same_span_other_doc], 1000, count_words)
+    context = build_context(
+        [first, overlapping, inside, adjacent, same_span_other_doc], 1000, count_words
+    )
 
     assert [s.chunk.chunk_id for s in context.sources] == [
         "guide.md#100",
         f"guide.md#{adjacent.chunk.char_start}",
         "other.md#100",
     ]
+    merged = context.sources[0].chunk
+    assert merged.text == "alpha beta gamma delta epsilon"
+    assert (merged.char_start, merged.char_end) == (100, 130)
+    assert context.text.count("gamma delta") == 1
     assert [s.number for s in context.sources] == [1, 2, 3]
-    assert context.dropped_duplicates == 1
+    assert context.dropped_duplicates == 2
+
+
+def test_a_merge_that_would_overflow_the_budget_keeps_the_original_source() -> None:
+    first = retrieved("one two three four", start=0)
+    overlapping = retrieved("three four five six seven eight", start=8)
+    context = build_context([first, overlapping], 8, count_words)
+    assert [s.chunk.text for s in context.sources] == ["one two three four"]
+    assert context.token_count <= 8
 
 
 def test_identical_text_from_another_document_is_dropped() -> None:
