@@ -161,7 +161,6 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
         batch_size: int = 256,
         max_tokens: int = 8191,
         tokenizer_path: str | None = None,
-        client: Any = None,
     ) -> None:
         super().__init__(tokenizer_path or packaged_minilm_path())
         self._model = model
@@ -170,15 +169,14 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
         self._max_tokens = max_tokens
         self._base_url = base_url
         self._api_key = api_key
-        self._client = client
 
     @cached_property
     def client(self) -> Any:
-        if self._client is not None:
-            return self._client
         from openai import OpenAI
 
-        return OpenAI(base_url=self._base_url, api_key=self._api_key, max_retries=3)
+        # Self-hosted OpenAI-compatible servers accept any key, but the client wants one.
+        api_key = self._api_key or ("unused" if self._base_url else None)
+        return OpenAI(base_url=self._base_url, api_key=api_key, max_retries=3)
 
     @property
     def model_id(self) -> str:
