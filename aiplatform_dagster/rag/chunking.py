@@ -8,6 +8,7 @@ Each chunk keeps its document title and character span, which citations point at
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -70,9 +71,14 @@ def indexed_text(title: str, text: str) -> str:
     return f"{title}\n{text}" if title else text
 
 
-def chunk_id_for(doc_id: str, text: str) -> str:
-    """Content-addressed id: the same text in the same document keeps its id (and vector)."""
-    return hashlib.sha256(f"{doc_id}\x00{text}".encode()).hexdigest()[:32]
+def chunk_id_for(doc_id: str, text: str, occurrence: int = 0) -> str:
+    """Content-addressed id: the same text in the same document keeps its id (and vector).
+
+    ``occurrence`` counts earlier chunks of the document with identical text (a repeated
+    footer, say), so ids stay unique without depending on position.
+    """
+    key = f"{doc_id}\x00{text}" + (f"\x00{occurrence}" if occurrence else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +96,12 @@ def chunk_document(
     budget = config.chunk_tokens - title_tokens - 1
     spans = _atomic_spans(doc.text, 0, len(doc.text), 0, count_tokens, budget)
     chunks: list[Chunk] = []
+    seen: Counter[str] = Counter()
     for position, (start, end, tokens) in enumerate(_pack(spans, budget, config.overlap_tokens)):
         text = doc.text[start:end]
         chunks.append(
             Chunk(
-                chunk_id=chunk_id_for(doc.doc_id, text),
+                chunk_id=chunk_id_for(doc.doc_id, text, seen[text]),
                 doc_id=doc.doc_id,
                 title=doc.title,
                 source_path=doc.source_path,
@@ -105,6 +112,7 @@ def chunk_document(
                 text=text,
             )
         )
+        seen[text] += 1
     return chunks
 
 

@@ -82,3 +82,12 @@ def test_bad_config_is_explained() -> None:
         ChunkingConfig(chunk_tokens=10)
     with pytest.raises(ValueError, match="overlap_tokens"):
         ChunkingConfig(chunk_tokens=100, overlap_tokens=60)
+
+
+def test_repeated_text_in_one_document_still_gets_unique_ids(count_tokens) -> None:
+    footer = " ".join(["See the platform handbook for the escalation policy."] * 6)
+    doc = make_doc("\n\n".join([PARAGRAPHS[0], footer, PARAGRAPHS[1], footer]))
+    chunks = chunk_document(doc, count_tokens, ChunkingConfig(96, 0))
+    footers = [c for c in chunks if c.text == footer]
+    assert len(footers) == 2
+    assert len({c.chunk_id for c in chunks}) == len(chunks)
