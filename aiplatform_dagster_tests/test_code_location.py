@@ -28,7 +28,7 @@ INGESTION_ASSETS = {
 EVALUATION_ASSETS = {"retrieval_eval", "answer_eval"}
 HEAVY_MODULES = (
     "torch", "sentence_transformers", "transformers", "great_expectations", "faiss",
-    "mlflow", "openai", "redis",
+    "mlflow", "openai", "redis", "weaviate",
 )  # fmt: skip
 
 

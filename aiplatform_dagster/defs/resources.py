@@ -29,6 +29,7 @@ from aiplatform_dagster.rag.rerank import load_reranker
 from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, Retriever
 from aiplatform_dagster.rag.router import RoutingRules, RuleRouter
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex, VectorStore
+from aiplatform_dagster.rag.weaviate_store import DEFAULT_COLLECTION, WeaviateVectorStore
 
 
 class DocumentSourceResource(dg.ConfigurableResource):
@@ -84,12 +85,35 @@ class EmbedderResource(dg.ConfigurableResource):
 
 
 class VectorStoreResource(dg.ConfigurableResource):
-    """The vector backend. ``embedded`` is an exact index in the storage folder."""
+    """The vector backend, chosen by configuration.
 
-    backend: Literal["embedded"] = "embedded"
+    ``embedded`` is an exact index in the storage folder and needs no server; ``weaviate`` is a
+    collection on a Weaviate server, for deployments that share one.
+    """
+
+    backend: Literal["embedded", "weaviate"] = "embedded"
     storage: StorageResource
+    weaviate_url: str | None = Field(
+        default=None, description="Weaviate HTTP URL, e.g. http://weaviate:8080 (gRPC on 50051)."
+    )
+    weaviate_api_key: str | None = Field(
+        default=None, description="Set from the environment (WEAVIATE_API_KEY), never in code."
+    )
+    weaviate_collection: str = Field(
+        default=DEFAULT_COLLECTION, description="Collection holding the chunk vectors."
+    )
 
     def get_store(self) -> VectorStore:
+        if self.backend == "weaviate":
+            if not self.weaviate_url:
+                raise ValueError(
+                    "vector_store backend 'weaviate' needs weaviate_url: set "
+                    "AIPLATFORM_WEAVIATE_URL (e.g. http://weaviate:8080), or "
+                    "AIPLATFORM_VECTOR_BACKEND=embedded"
+                )
+            return WeaviateVectorStore(
+                self.weaviate_url, self.weaviate_collection, api_key=self.weaviate_api_key
+            )
         return EmbeddedVectorIndex(self.storage.ingestion_store().vector_dir)
 
 
@@ -205,7 +229,13 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         openai_base_url=env("OPENAI_BASE_URL"),
         openai_api_key=_secret("OPENAI_API_KEY"),
     )
-    vector_store = VectorStoreResource(storage=storage)
+    vector_store = VectorStoreResource(
+        storage=storage,
+        backend=env("AIPLATFORM_VECTOR_BACKEND", "embedded"),
+        weaviate_url=env("AIPLATFORM_WEAVIATE_URL"),
+        weaviate_api_key=_secret("WEAVIATE_API_KEY"),
+        weaviate_collection=env("AIPLATFORM_WEAVIATE_COLLECTION", DEFAULT_COLLECTION),
+    )
     llm = LLMSettings.from_env()
     return {
         "documents": DocumentSourceResource(folder=str(settings.documents_dir())),
