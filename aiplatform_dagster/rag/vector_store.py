@@ -45,7 +45,7 @@ _MANIFEST = "manifest.json"
 _VERSION_PREFIX = "version-"
 _OVERSAMPLE = 4  # fp16 candidates per shard, as a multiple of k, re-scored exactly in float32
 _NORM_TOLERANCE = 1e-3
-_UNCHANGED_ATOL = 1e-6
+UNCHANGED_ATOL = 1e-6
 _CHUNK_ROWS = 65_536  # rows per pass over the input: keeps temporaries near 100 MB at dim 384
 
 
@@ -76,7 +76,7 @@ class VectorStore(Protocol):
 
 
 @dataclass(frozen=True)
-class _Snapshot:
+class Snapshot:
     """One loaded version: everything a search reads, swapped as a unit after a sync."""
 
     ids: list[str]
@@ -89,7 +89,7 @@ class _Snapshot:
         return len(self.ids)
 
 
-_EMPTY = _Snapshot(ids=[], vectors=np.empty((0, 0), np.float32), shards=[], dimension=None)
+EMPTY_SNAPSHOT = Snapshot(ids=[], vectors=np.empty((0, 0), np.float32), shards=[], dimension=None)
 
 
 class EmbeddedVectorIndex:
@@ -102,7 +102,7 @@ class EmbeddedVectorIndex:
         """
         self.directory = Path(directory)
         self._shard_rows = shard_rows
-        self._snapshot: _Snapshot | None = None
+        self._snapshot: Snapshot | None = None
 
     def count(self) -> int:
         return self._current().count
@@ -135,7 +135,7 @@ class EmbeddedVectorIndex:
             )
         if snapshot.count == 0:
             return [[] for _ in queries]
-        unit = _unit_queries(queries)
+        unit = unit_queries(queries)
         k = min(k, snapshot.count)
         candidates = np.concatenate(
             list(_pool().map(lambda shard: _scan(shard, unit, k), snapshot.shards)), axis=1
@@ -147,20 +147,20 @@ class EmbeddedVectorIndex:
     def sync(self, ids: Sequence[str], vectors: np.ndarray) -> SyncStats:
         """Make the store hold exactly these ids and vectors; rewrite only if something changed."""
         ids = list(ids)
-        vectors = _check_shape(ids, vectors)
-        stats = _diff(self._current(), ids, vectors)
+        vectors = validate_vectors(ids, vectors)
+        stats = diff_vectors(self._current(), ids, vectors)
         if stats.added or stats.updated or stats.removed:
             self._snapshot = self._write(ids, vectors)
         return stats
 
-    def _current(self) -> _Snapshot:
+    def _current(self) -> Snapshot:
         if self._snapshot is None:
             path = self.directory / _MANIFEST
             manifest = json.loads(path.read_text("utf-8")) if path.exists() else None
-            self._snapshot = _open(self.directory, manifest) if manifest else _EMPTY
+            self._snapshot = _open(self.directory, manifest) if manifest else EMPTY_SNAPSHOT
         return self._snapshot
 
-    def _write(self, ids: list[str], vectors: np.ndarray) -> _Snapshot:
+    def _write(self, ids: list[str], vectors: np.ndarray) -> Snapshot:
         folder = self.directory / f"{_VERSION_PREFIX}{uuid4().hex}"
         folder.mkdir(parents=True)
         try:
@@ -202,7 +202,7 @@ def _scan(shard: tuple[int, Any], queries: np.ndarray, k: int) -> np.ndarray:
     return labels + start
 
 
-def _rescore(snapshot: _Snapshot, rows: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
+def _rescore(snapshot: Snapshot, rows: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
     """Exact float32 cosine of the candidates; sorted rows read the memory map in order."""
     rows = np.sort(rows)
     scores = snapshot.vectors[rows] @ query
@@ -210,7 +210,7 @@ def _rescore(snapshot: _Snapshot, rows: np.ndarray, query: np.ndarray, k: int) -
     return [Hit(snapshot.ids[rows[i]], float(scores[i])) for i in best]
 
 
-def _unit_queries(queries: np.ndarray) -> np.ndarray:
+def unit_queries(queries: np.ndarray) -> np.ndarray:
     """Normalised float32 queries, so scores are cosine whatever the caller passed."""
     queries = queries.astype(np.float32)
     norms = np.linalg.norm(queries, axis=1)
@@ -219,7 +219,7 @@ def _unit_queries(queries: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(queries / norms[:, None])
 
 
-def _check_shape(ids: list[str], vectors: np.ndarray) -> np.ndarray:
+def validate_vectors(ids: list[str], vectors: np.ndarray) -> np.ndarray:
     """Cheap whole-input checks, before any vector is read."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[1] == 0:
@@ -260,7 +260,7 @@ def _checked_chunk(ids: list[str], vectors: np.ndarray, start: int) -> np.ndarra
     return chunk
 
 
-def _diff(old: _Snapshot, ids: list[str], vectors: np.ndarray) -> SyncStats:
+def diff_vectors(old: Snapshot, ids: list[str], vectors: np.ndarray) -> SyncStats:
     """Validate every row and count what changed against the stored version."""
     old_rows = {chunk_id: row for row, chunk_id in enumerate(old.ids)}
     positions = np.fromiter((old_rows.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
@@ -272,7 +272,7 @@ def _diff(old: _Snapshot, ids: list[str], vectors: np.ndarray) -> SyncStats:
         kept = rows >= 0
         if comparable and kept.any():
             distance = np.abs(old.vectors[rows[kept]] - chunk[kept]).max(axis=1)
-            unchanged += int((distance <= _UNCHANGED_ATOL).sum())
+            unchanged += int((distance <= UNCHANGED_ATOL).sum())
     matched = int((positions >= 0).sum())
     return SyncStats(
         added=len(ids) - matched,
@@ -317,7 +317,7 @@ def _write_version(
     return digest.hexdigest(), shards
 
 
-def _open(directory: Path, manifest: dict[str, Any]) -> _Snapshot:
+def _open(directory: Path, manifest: dict[str, Any]) -> Snapshot:
     """Memory-map one stored version."""
     import faiss
 
@@ -327,7 +327,7 @@ def _open(directory: Path, manifest: dict[str, Any]) -> _Snapshot:
             f"{FORMAT_VERSION}: re-run chunk_embeddings to rebuild the index"
         )
     folder = directory / manifest["version"]
-    return _Snapshot(
+    return Snapshot(
         ids=json.loads((folder / "ids.json").read_text("utf-8")),
         vectors=np.load(folder / "vectors.npy", mmap_mode="r"),
         shards=[

@@ -27,16 +27,15 @@ import numpy as np
 
 from aiplatform_dagster.rag.hits import Hit
 
-# Private helpers of the embedded index, imported on purpose: sharing them keeps validation, change
-# counting and query checks identical across backends instead of maintaining two copies.
+# Shared with the embedded index, so both backends validate, count changes and check queries alike.
 from aiplatform_dagster.rag.vector_store import (
-    _EMPTY,
-    _UNCHANGED_ATOL,
+    EMPTY_SNAPSHOT,
+    UNCHANGED_ATOL,
+    Snapshot,
     SyncStats,
-    _check_shape,
-    _diff,
-    _Snapshot,
-    _unit_queries,
+    diff_vectors,
+    unit_queries,
+    validate_vectors,
 )
 
 if TYPE_CHECKING:
@@ -174,7 +173,7 @@ class WeaviateVectorStore:
                 return_properties=[_PROPERTY],
                 return_metadata=MetadataQuery(distance=True),
             )
-            for query in _unit_queries(queries)
+            for query in unit_queries(queries)
         )
         return [
             [Hit(o.properties[_PROPERTY], 1.0 - o.metadata.distance) for o in result.objects]
@@ -184,14 +183,14 @@ class WeaviateVectorStore:
     def sync(self, ids: Sequence[str], vectors: np.ndarray) -> SyncStats:
         """Make the collection hold exactly these ids and vectors; write only what changed."""
         ids = list(ids)
-        vectors = _check_shape(ids, vectors)
+        vectors = validate_vectors(ids, vectors)
         client = self._connected()
         stored = self._stored(client)
-        stats = _diff(stored, ids, vectors)  # validates every row before anything is written
+        stats = diff_vectors(stored, ids, vectors)  # validates every row before anything is written
         if stored.dimension not in (None, vectors.shape[1]):
             # HNSW fixes the vector length at the first insert: a new embedder needs a new index.
             client.collections.delete(self.collection)
-            stored = _EMPTY
+            stored = EMPTY_SNAPSHOT
         if not client.collections.exists(self.collection):
             self._create(client)
         collection = client.collections.get(self.collection)
@@ -235,10 +234,10 @@ class WeaviateVectorStore:
             return None
         return client.collections.get(self.collection)
 
-    def _stored(self, client: "WeaviateClient") -> _Snapshot:
-        """Every stored id and vector, in the snapshot type that the shared ``_diff`` reads."""
+    def _stored(self, client: "WeaviateClient") -> Snapshot:
+        """Every stored id and vector, as the snapshot the shared ``diff_vectors`` reads."""
         if not client.collections.exists(self.collection):
-            return _EMPTY
+            return EMPTY_SNAPSHOT
         ids, rows = [], []
         for obj in client.collections.get(self.collection).iterator(
             include_vector=True, return_properties=[_PROPERTY], cache_size=self._batch_size
@@ -246,9 +245,9 @@ class WeaviateVectorStore:
             ids.append(obj.properties[_PROPERTY])
             rows.append(obj.vector[_VECTOR])
         if not ids:
-            return _EMPTY
+            return EMPTY_SNAPSHOT
         matrix = np.asarray(rows, dtype=np.float32)
-        return _Snapshot(ids=ids, vectors=matrix, shards=[], dimension=matrix.shape[1])
+        return Snapshot(ids=ids, vectors=matrix, shards=[], dimension=matrix.shape[1])
 
     def _create(self, client: "WeaviateClient") -> None:
         from weaviate.classes.config import (
@@ -320,10 +319,10 @@ class WeaviateVectorStore:
                 )
 
 
-def _changed_rows(stored: _Snapshot, ids: list[str], vectors: np.ndarray) -> np.ndarray:
+def _changed_rows(stored: Snapshot, ids: list[str], vectors: np.ndarray) -> np.ndarray:
     """Rows to write: new ids, and vectors that moved beyond the embedded index's tolerance.
 
-    ``_diff`` only counts them; this finds which, with the same tolerance.
+    ``diff_vectors`` only counts them; this finds which, with the same tolerance.
     """
     if stored.dimension != vectors.shape[1]:
         return np.arange(len(ids))
@@ -333,5 +332,5 @@ def _changed_rows(stored: _Snapshot, ids: list[str], vectors: np.ndarray) -> np.
     kept = np.flatnonzero(~changed)
     if len(kept):
         new = np.asarray(vectors[kept], dtype=np.float32)
-        changed[kept] = np.abs(stored.vectors[positions[kept]] - new).max(axis=1) > _UNCHANGED_ATOL
+        changed[kept] = np.abs(stored.vectors[positions[kept]] - new).max(axis=1) > UNCHANGED_ATOL
     return np.flatnonzero(changed)
