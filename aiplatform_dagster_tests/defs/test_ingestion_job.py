@@ -1,5 +1,7 @@
 """The ingestion job, materialised in-process with the real definitions and real storage."""
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +18,8 @@ from aiplatform_dagster_tests.conftest import write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
+
+POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def run_ingestion(run_config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -187,3 +191,42 @@ def test_an_openai_compatible_embedder_is_a_configuration_switch(
     assert embedding_requests[0].headers["authorization"] == "Bearer test-key"
     store = IngestionStore(storage / "ingestion")
     assert EmbeddedVectorIndex(store.vector_dir).dimension == 32
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
+    import psycopg2
+
+    name = f"aiplatform_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(POSTGRES_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres speaks psycopg2.
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+def test_runs_and_metadata_persist_in_a_postgresql_instance(
+    platform_env, corpus_dir: Path, postgres_url: str
+) -> None:
+    """The production instance swaps SQLite for PostgreSQL by configuration alone."""
+    platform_env(corpus_dir)
+    overrides = {"storage": {"postgres": {"postgres_url": postgres_url}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        job = load_definitions().resolve_job_def("ingestion_job")
+        result = job.execute_in_process(instance=instance)
+        assert result.success
+        event = instance.get_latest_materialization_event(dg.AssetKey("vector_index"))
+        stored = event.asset_materialization.metadata
+        checks = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("chunk_embeddings"), "embeddings_are_valid"), limit=1
+        )
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert stored["dagster/row_count"].value == stored["added"].value > 0
+    assert len(checks) == 1
