@@ -21,6 +21,11 @@ from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F4
 REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 """The real Redis the tests use; each test keeps to its own key prefix and deletes it."""
 
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "AIPLATFORM_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+)
+"""The real PostgreSQL server; tests create their own database on it and drop it."""
+
 SMALL_CORPUS = {
     "runbooks/paging.md": (
         "# Paging policy\n\nThe primary on-call engineer is paged first. If nobody "

@@ -14,12 +14,10 @@ from aiplatform_dagster.rag.documents import iter_candidate_files
 from aiplatform_dagster.rag.retriever import Retriever, SearchMode
 from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
-from aiplatform_dagster_tests.conftest import write_corpus
+from aiplatform_dagster_tests.conftest import POSTGRES_ADMIN_DSN, write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.slow
-
-POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 
 def run_ingestion(run_config: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -205,7 +203,8 @@ def postgres_url() -> Iterator[str]:
         cursor.execute(f"CREATE DATABASE {name}")
     try:
         # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres speaks psycopg2.
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+        params = admin.get_dsn_parameters()
+        yield f"postgresql+psycopg2://{params['user']}@{params['host']}:{params['port']}/{name}"
     finally:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
