@@ -98,3 +98,27 @@ def test_answer_eval_judges_every_golden_question(
     assert metadata["eval_cost_usd"] > metadata["cost_per_query_usd"] > 0
     assert metadata["cache_hit_rate"] == 0
     assert metadata["p50_ms"] <= metadata["p95_ms"] <= metadata["p99_ms"]
+
+
+def test_answer_eval_with_the_cache_on_reports_hits_and_costs_nothing_the_second_time(
+    platform_on_sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_store
+) -> None:
+    import shutil
+
+    shutil.copytree(sample_store.root, tmp_path / "ingestion")
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path))
+    golden = load_golden_answers()
+    cached = {"ops": {"answer_eval": {"config": {"use_cache": True}}}}
+    with FakeOpenAIServer(chat_reply=judge_or_answer) as server:
+        monkeypatch.setenv("AIPLATFORM_LLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        first = materialization_metadata(materialize("answer_eval", cached), "answer_eval")
+        second = materialization_metadata(materialize("answer_eval", cached), "answer_eval")
+        requests = server.chat_requests()
+
+    assert len(requests) == 3 * len(golden)  # answers once, judged twice
+    assert first["cache_hit_rate"] == 0 and second["cache_hit_rate"] == 1.0
+    assert second["cost_per_query_usd"] == 0 < first["cost_per_query_usd"]
+    assert second["response_cache/hits"] == len(golden)
+    assert second["response_cache/misses"] == len(golden)
+    assert second["response_cache/hit_rate"] == 0.5

@@ -1,5 +1,6 @@
 """Continuous evaluation: scores are asset metadata, so the UI plots them per materialisation."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +19,7 @@ from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
 from aiplatform_dagster.rag.accounting import PriceTable
-from aiplatform_dagster.rag.query_engine import NO_LLM_NOTE, QueryOptions
+from aiplatform_dagster.rag.query_engine import NO_LLM_NOTE
 
 GROUP = "evaluation"
 OWNERS = ["team:ml-platform"]
@@ -139,22 +140,33 @@ def answer_eval(
     def progress(done: int, total: int) -> None:
         context.log.info(f"Judged {done}/{total} answers")
 
+    engine = rag.get_engine()
     report = run_answer_eval(
-        rag.get_engine(),
+        engine,
         settings.build_client(),
         settings.model,
         prices,
         golden,
-        QueryOptions(use_cache=config.use_cache),
+        replace(engine.defaults, use_cache=config.use_cache),
         progress,
     )
     summary = report.summary()
+    cache = engine.cache.stats() if engine.cache is not None else None
     return dg.MaterializeResult(
         metadata={
             "status": "evaluated",
             "judge_model": report.judge_model,
             "questions": len(golden),
             **{name: dg.MetadataValue.float(round(value, 6)) for name, value in summary.items()},
+            **(
+                {
+                    "response_cache/hits": cache.hits,
+                    "response_cache/misses": cache.misses,
+                    "response_cache/hit_rate": dg.MetadataValue.float(round(cache.hit_rate, 4)),
+                }
+                if cache is not None
+                else {}
+            ),
             "answers": markdown_table(
                 [
                     {
