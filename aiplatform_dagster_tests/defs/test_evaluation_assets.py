@@ -1,6 +1,7 @@
 """retrieval_eval and answer_eval, materialised with the real definitions."""
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -103,8 +104,6 @@ def test_answer_eval_judges_every_golden_question(
 def test_answer_eval_with_the_cache_on_reports_hits_and_costs_nothing_the_second_time(
     platform_on_sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_store
 ) -> None:
-    import shutil
-
     shutil.copytree(sample_store.root, tmp_path / "ingestion")
     monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path))
     golden = load_golden_answers()
