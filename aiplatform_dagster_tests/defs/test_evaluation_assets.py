@@ -45,12 +45,12 @@ def test_retrieval_eval_scores_every_mode_on_the_golden_queries(
     assert metadata["benchmark"] == "golden" and metadata["queries"] == 40
     for mode in ("bm25", "dense", "hybrid", "rerank"):
         for metric in ("ndcg@10", "recall@100", "precision@10", "mrr@10"):
-            assert 0.0 <= metadata[f"{mode}/{metric}"] <= 1.0
-        assert 0 < metadata[f"{mode}/p50_ms"] <= metadata[f"{mode}/p95_ms"]
-        assert metadata[f"{mode}/p95_ms"] <= metadata[f"{mode}/p99_ms"]
-    assert metadata["hybrid/ndcg@10"] >= 0.9
-    assert metadata["hybrid/ndcg@10"] > metadata["dense/ndcg@10"]
-    assert metadata["hybrid/recall@100"] == 1.0
+            assert 0.0 <= metadata[f"golden/{mode}/{metric}"] <= 1.0
+        assert 0 < metadata[f"golden/{mode}/p50_ms"] <= metadata[f"golden/{mode}/p95_ms"]
+        assert metadata[f"golden/{mode}/p95_ms"] <= metadata[f"golden/{mode}/p99_ms"]
+    assert metadata["golden/hybrid/ndcg@10"] >= 0.9
+    assert metadata["golden/hybrid/ndcg@10"] > metadata["golden/dense/ndcg@10"]
+    assert metadata["golden/hybrid/recall@100"] == 1.0
     assert metadata["skipped_modes"] == {}
 
 
@@ -61,9 +61,9 @@ def test_rerank_mode_without_a_model_is_skipped_with_the_reason(platform_on_samp
         ),
         "retrieval_eval",
     )
-    assert "rerank/ndcg@10" not in metadata
+    assert "golden/rerank/ndcg@10" not in metadata
     assert "AIPLATFORM_RERANKER_MODEL" in metadata["skipped_modes"]["rerank"]
-    assert metadata["bm25/ndcg@10"] > 0
+    assert metadata["golden/bm25/ndcg@10"] > 0
 
 
 def test_answer_eval_without_an_llm_says_why_and_scores_nothing(platform_on_sample) -> None:

@@ -86,8 +86,9 @@ def retrieval_eval(
     )
     for mode, reason in result.skipped.items():
         context.log.warning(f"{mode} not evaluated: {reason}")
+    # Keys name the benchmark, so each benchmark gets its own series in the asset's plots.
     metadata: dict[str, dg.RawMetadataValue] = {
-        f"{mode}/{name}": dg.MetadataValue.float(round(value, 4))
+        f"{result.benchmark}/{mode}/{name}": dg.MetadataValue.float(round(value, 4))
         for mode, values in result.as_dict().items()
         for name, value in values.items()
     }
