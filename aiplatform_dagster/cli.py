@@ -89,7 +89,7 @@ def _ask(args: argparse.Namespace, resources: Any) -> int:
         f"cost ${usage.cost_usd:.6f}" + (" (cache hit)" if usage.cached else "")
     )
     timings = ", ".join(f"{stage} {ms:.1f} ms" for stage, ms in answer.timings_ms.items())
-    print(f"timings: {timings}")
+    print(f"timings: {timings} (total {answer.total_ms:.1f} ms)")
     if cache is not None and cache.hits + cache.misses:
         print(f"cache: {cache.hit_rate:.0%} hit rate over {cache.hits + cache.misses} LLM lookups")
     for note in answer.notes:

@@ -52,10 +52,6 @@ class PreparedQuery:
     word_count: int
     script: Script
 
-    @property
-    def needs_exact_match(self) -> bool:
-        return bool(self.exact_terms or self.quoted_phrases)
-
 
 # Whitespace and format characters that carry meaning in some scripts survive: ZWNJ and ZWJ
 # shape Persian, Indic and emoji text. Other control/format characters (NUL, BOM, zero-width

@@ -100,6 +100,7 @@ class Answer:
     usage: Usage
     model: str | None
     timings_ms: dict[str, float]
+    total_ms: float
     notes: list[str]
 
     def as_dict(self) -> dict[str, Any]:
@@ -190,6 +191,7 @@ class QueryEngine:
             usage=usage,
             model=self._llm_model if kind in (AnswerKind.GENERATED, AnswerKind.CACHED) else None,
             timings_ms=timer.timings_ms,
+            total_ms=timer.total_ms,
             notes=notes,
         )
 

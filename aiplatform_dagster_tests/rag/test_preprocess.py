@@ -93,7 +93,6 @@ def test_plain_language_has_no_exact_terms() -> None:
 
     assert query.exact_terms == []
     assert query.quoted_phrases == []
-    assert not query.needs_exact_match
 
 
 @pytest.mark.parametrize(

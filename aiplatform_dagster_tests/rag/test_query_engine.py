@@ -65,6 +65,7 @@ def test_extractive_answers_cite_the_document_that_holds_the_answer(
     assert answer.citations[0].doc_id == doc_id
     assert len(answer.sources) <= 3
     assert {"preprocess", "route", "retrieve", "context", "generate"} <= answer.timings_ms.keys()
+    assert answer.total_ms == pytest.approx(sum(answer.timings_ms.values()))
     assert answer.usage.cost_usd == 0.0
 
 
