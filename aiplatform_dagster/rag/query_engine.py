@@ -142,13 +142,20 @@ class QueryEngine:
         self.retrieve("warm up", SearchMode.HYBRID, self.defaults)
 
     def retrieve(
-        self, query: str, mode: SearchMode, options: QueryOptions, rerank: bool = True
+        self, query: str, mode: SearchMode, options: QueryOptions, exact_terms: Sequence[str] = ()
     ) -> Retrieval:
-        """Fused candidates, cut to ``top_n`` by the cross-encoder when one is configured."""
-        candidates = self.retriever.search(query, mode, options.candidates, options.hybrid)
-        if rerank and self.reranker is not None and candidates:
+        """Fused candidates, cut to ``top_n`` by the cross-encoder when one is configured.
+
+        Candidates that contain every exact term the user typed (an error code, a version)
+        go first, keeping their order otherwise: whoever types "AIP-4031" wants the passage
+        that names it, not a semantically similar neighbour.
+        """
+        candidates = _prefer_exact(
+            self.retriever.search(query, mode, options.candidates, options.hybrid), exact_terms
+        )
+        if self.reranker is not None and candidates:
             return Retrieval(self.reranker.rerank(query, candidates, options.top_n), True, "")
-        return Retrieval(candidates[: options.top_n], False, NO_RERANKER_NOTE if rerank else "")
+        return Retrieval(candidates[: options.top_n], False, NO_RERANKER_NOTE)
 
     def ask(self, question: str, options: QueryOptions | None = None) -> Answer:
         """Answer ``question`` with citations; raises QueryError for an empty question."""
@@ -164,7 +171,7 @@ class QueryEngine:
                 else self._router.route(query)
             )
         with timer.stage("retrieve"):
-            retrieval = self.retrieve(query.text, decision.mode, options)
+            retrieval = self.retrieve(query.text, decision.mode, options, query.exact_terms)
         if retrieval.note:
             notes.append(retrieval.note)
         with timer.stage("context"):
@@ -232,6 +239,21 @@ class QueryEngine:
             )
         usage = self._prices.usage(model, completion.prompt_tokens, completion.completion_tokens)
         return completion.text, AnswerKind.GENERATED, usage
+
+
+def _prefer_exact(
+    candidates: list[RetrievedChunk], exact_terms: Sequence[str]
+) -> list[RetrievedChunk]:
+    """Stable partition: chunks whose title or text contains every exact term come first."""
+    if not exact_terms:
+        return candidates
+    terms = [term.casefold() for term in exact_terms]
+
+    def names_all(item: RetrievedChunk) -> bool:
+        text = item.chunk.indexed_text.casefold()
+        return all(term in text for term in terms)
+
+    return sorted(candidates, key=lambda item: not names_all(item))
 
 
 def _source_dict(number: int, chunk: Any, score: float) -> dict[str, Any]:

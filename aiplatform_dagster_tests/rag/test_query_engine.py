@@ -168,3 +168,13 @@ def test_instructions_inside_documents_are_not_obeyed(
     assert "HACKED" in user["content"]
     assert user["content"].index("<sources>") < user["content"].index("HACKED")
     assert answer.citations[0].doc_id == "evil.md"
+
+
+def test_a_typed_code_brings_the_passage_that_names_it_first(
+    extractive_engine: QueryEngine,
+) -> None:
+    answer = extractive_engine.ask("What does error AIP-4031 mean and how do I fix it?")
+    assert answer.route.mode is SearchMode.HYBRID
+    assert "AIP-4031" in answer.sources[0]["text"]
+    assert "dimension mismatch" in answer.text
+    assert answer.citations[0].doc_id == "operations/troubleshooting.txt"
