@@ -113,26 +113,12 @@ class EmbeddedVectorIndex:
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Top-k chunks by cosine similarity, best first."""
-        query = np.asarray(query)
-        if query.ndim != 1:
-            raise ValueError(
-                f"query must have shape (dim,), got {query.shape}; use search_batch for several"
-            )
-        return self.search_batch(query[None, :], k)[0]
+        return self.search_batch(single_query(query), k)[0]
 
     def search_batch(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k chunks for each row of ``queries`` (n, dim)."""
-        if k <= 0:
-            raise ValueError(f"k must be a positive number of hits, got {k}")
-        queries = np.asarray(queries)
-        if queries.ndim != 2:
-            raise ValueError(f"queries must have shape (n, dim), got {queries.shape}")
         snapshot = self._current()
-        if snapshot.dimension is not None and queries.shape[1] != snapshot.dimension:
-            raise ValueError(
-                f"index has dim {snapshot.dimension}, query has {queries.shape[1]}: embed queries "
-                "with the embedder that built the index, or re-run chunk_embeddings with this one"
-            )
+        queries = check_queries(queries, k, snapshot.dimension, "index")
         if snapshot.count == 0:
             return [[] for _ in queries]
         unit = unit_queries(queries)
@@ -208,6 +194,34 @@ def _rescore(snapshot: Snapshot, rows: np.ndarray, query: np.ndarray, k: int) ->
     scores = snapshot.vectors[rows] @ query
     best = np.argsort(-scores, kind="stable")[:k]
     return [Hit(snapshot.ids[rows[i]], float(scores[i])) for i in best]
+
+
+def single_query(query: np.ndarray) -> np.ndarray:
+    """One (dim,) query as the (1, dim) batch every backend's ``search_batch`` takes."""
+    query = np.asarray(query)
+    if query.ndim != 1:
+        raise ValueError(
+            f"query must have shape (dim,), got {query.shape}; use search_batch for several"
+        )
+    return query[None, :]
+
+
+def check_queries(queries: np.ndarray, k: int, dimension: int | None, store: str) -> np.ndarray:
+    """The (n, dim) query batch, checked against ``k`` and the stored ``dimension``.
+
+    ``store`` names the backend's storage in the error (an index, a Weaviate collection).
+    """
+    if k <= 0:
+        raise ValueError(f"k must be a positive number of hits, got {k}")
+    queries = np.asarray(queries)
+    if queries.ndim != 2:
+        raise ValueError(f"queries must have shape (n, dim), got {queries.shape}")
+    if dimension is not None and queries.shape[1] != dimension:
+        raise ValueError(
+            f"{store} has dim {dimension}, query has {queries.shape[1]}: embed queries with "
+            "the embedder that built the index, or re-run chunk_embeddings with this one"
+        )
+    return queries
 
 
 def unit_queries(queries: np.ndarray) -> np.ndarray:

@@ -33,7 +33,9 @@ from aiplatform_dagster.rag.vector_store import (
     UNCHANGED_ATOL,
     Snapshot,
     SyncStats,
+    check_queries,
     diff_vectors,
+    single_query,
     unit_queries,
     validate_vectors,
 )
@@ -139,31 +141,16 @@ class WeaviateVectorStore:
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Top-k chunks by cosine similarity, best first."""
-        query = np.asarray(query)
-        if query.ndim != 1:
-            raise ValueError(
-                f"query must have shape (dim,), got {query.shape}; use search_batch for several"
-            )
-        return self.search_batch(query[None, :], k)[0]
+        return self.search_batch(single_query(query), k)[0]
 
     def search_batch(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k chunks for each row of ``queries`` (n, dim); one request per query."""
         from weaviate.classes.query import MetadataQuery
 
-        if k <= 0:
-            raise ValueError(f"k must be a positive number of hits, got {k}")
-        queries = np.asarray(queries)
-        if queries.ndim != 2:
-            raise ValueError(f"queries must have shape (n, dim), got {queries.shape}")
         dimension = self.dimension
+        queries = check_queries(queries, k, dimension, f"Weaviate collection {self.collection!r}")
         if dimension is None:
             return [[] for _ in queries]
-        if queries.shape[1] != dimension:
-            raise ValueError(
-                f"Weaviate collection {self.collection!r} has dim {dimension}, query has "
-                f"{queries.shape[1]}: embed queries with the embedder that built the index, or "
-                "re-run chunk_embeddings with this one"
-            )
         collection = self._connected().collections.get(self.collection)
         results = (
             collection.query.near_vector(
