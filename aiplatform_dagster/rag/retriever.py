@@ -77,12 +77,6 @@ class Retriever:
             embedder,
         )
 
-    def __len__(self) -> int:
-        return len(self._chunks)
-
-    def chunk(self, chunk_id: str) -> Chunk:
-        return self._chunks[chunk_id]
-
     def keyword_hits(self, query: str, k: int) -> list[Hit]:
         return self._bm25.search(query, k)
 
