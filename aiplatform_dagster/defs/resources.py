@@ -23,7 +23,7 @@ from aiplatform_dagster.rag.embedders import (
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
 )
-from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings
+from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings, api_key_variable
 from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
 from aiplatform_dagster.rag.rerank import load_reranker
 from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, Retriever
@@ -250,7 +250,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             reranker_device=env("AIPLATFORM_RERANKER_DEVICE", "cpu"),
             llm_model=llm.model,
             llm_base_url=llm.base_url,
-            llm_api_key=_secret("AZURE_OPENAI_API_KEY" if llm.azure_endpoint else "OPENAI_API_KEY"),
+            llm_api_key=_secret(api_key_variable(azure=bool(llm.azure_endpoint))),
             azure_endpoint=llm.azure_endpoint,
             azure_api_version=llm.api_version,
             redis_url=env("AIPLATFORM_REDIS_URL"),

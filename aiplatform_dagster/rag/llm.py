@@ -34,6 +34,11 @@ class ChatClient(Protocol):
     def complete(self, messages: Sequence[Mapping[str, str]]) -> Completion: ...
 
 
+def api_key_variable(azure: bool) -> str:
+    """The environment variable holding the key: Azure OpenAI and OpenAI name it differently."""
+    return "AZURE_OPENAI_API_KEY" if azure else "OPENAI_API_KEY"
+
+
 @dataclass(frozen=True)
 class LLMSettings:
     """Where the LLM lives and how to call it. ``model`` is the deployment name on Azure."""
@@ -54,7 +59,7 @@ class LLMSettings:
         """Settings from the environment; unset and empty variables both mean "not given"."""
         env = {key: value for key, value in (environ or os.environ).items() if value.strip()}
         azure_endpoint = env.get("AZURE_OPENAI_ENDPOINT")
-        key_variable = "AZURE_OPENAI_API_KEY" if azure_endpoint else "OPENAI_API_KEY"
+        key_variable = api_key_variable(azure=bool(azure_endpoint))
         return cls(
             model=env.get("AIPLATFORM_LLM_MODEL", DEFAULT_MODEL),
             base_url=env.get("AIPLATFORM_LLM_BASE_URL") or env.get("OPENAI_BASE_URL"),
