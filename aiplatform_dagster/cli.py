@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
-from aiplatform_dagster.rag.retriever import FusionMethod, SearchMode
+from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
 
 SNIPPET_CHARS = 240
 
@@ -101,8 +101,8 @@ def _eval_retrieval(args: argparse.Namespace, resources: Any) -> int:
     from tqdm import tqdm
 
     from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
-    from aiplatform_dagster.rag.chunking import ChunkingConfig
-    from aiplatform_dagster.rag.rerank import load_reranker
+    from aiplatform_dagster.rag.ingest.chunking import ChunkingConfig
+    from aiplatform_dagster.rag.query.rerank import load_reranker
 
     rag = resources.rag
     if args.reranker:
@@ -159,7 +159,7 @@ def _print_eval_table(result: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aiplatform_dagster.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
+    from aiplatform_dagster.rag.ingest.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS
 
     parser = argparse.ArgumentParser(prog="aiplatform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from aiplatform_dagster.rag.llm import LLMError
+    from aiplatform_dagster.models.llm import LLMError
 
     args = build_parser().parse_args(argv)
     try:

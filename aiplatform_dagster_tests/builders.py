@@ -1,8 +1,8 @@
 """Small builders for the query-path tests, so each test states only what matters to it."""
 
-from aiplatform_dagster.rag.chunking import Chunk
-from aiplatform_dagster.rag.context import Context, build_context
-from aiplatform_dagster.rag.retriever import RetrievedChunk
+from aiplatform_dagster.rag.ingest.chunking import Chunk
+from aiplatform_dagster.rag.query.context import Context, build_context
+from aiplatform_dagster.rag.query.retriever import RetrievedChunk
 
 
 def context_of(*texts: str) -> Context:

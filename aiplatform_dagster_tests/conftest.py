@@ -9,12 +9,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.documents import load_documents
-from aiplatform_dagster.rag.embedders import SentenceTransformerEmbedder
-from aiplatform_dagster.rag.pipeline import ingest
-from aiplatform_dagster.rag.retriever import Retriever
-from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.ingest.documents import load_documents
+from aiplatform_dagster.rag.ingest.pipeline import ingest
+from aiplatform_dagster.rag.query.retriever import Retriever
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aiplatform_dagster.rag.embedders import packaged_minilm_path
+from aiplatform_dagster.models.embedders import packaged_minilm_path
 
 TRIPLES = [
     ("how do I rotate the redis password",

@@ -9,7 +9,7 @@ import pytest
 
 from aiplatform_dagster.cli import main
 from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
-from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
 from aiplatform_dagster_tests.conftest import REDIS_URL
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from rank_bm25 import BM25Okapi
 
-from aiplatform_dagster.rag.bm25 import BM25Index
+from aiplatform_dagster.rag.index.bm25 import BM25Index
 
 VOCABULARY_SIZE = 50_000
 DOC_LENGTHS = (60, 200)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from aiplatform_dagster.evaluation.beir import load_beir
-from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
 
 FULL_REFRESH = {"ops": {"chunk_embeddings": {"config": {"reuse_previous": False}}}}
 """Every run embeds every chunk, as the first run would."""

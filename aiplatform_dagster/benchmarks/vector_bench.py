@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
 
 GENERATE_ROWS = 65_536  # rows drawn per step: no float64 or full-size temporaries
 

@@ -12,24 +12,24 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster import settings
-from aiplatform_dagster.rag.accounting import PRICE_TABLE_ENV, PriceTable
-from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.cache import DEFAULT_REDIS_PREFIX, DEFAULT_TTL_SECONDS, open_cache
-from aiplatform_dagster.rag.documents import DEFAULT_MAX_FILE_BYTES
-from aiplatform_dagster.rag.embedders import (
+from aiplatform_dagster.models.embedders import (
     DEFAULT_OPENAI_EMBEDDING_DIMENSION,
     DEFAULT_OPENAI_EMBEDDING_MODEL,
     Embedder,
     OpenAIEmbedder,
     SentenceTransformerEmbedder,
 )
-from aiplatform_dagster.rag.llm import DEFAULT_MODEL, LLMSettings, api_key_variable
-from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
-from aiplatform_dagster.rag.rerank import load_reranker
-from aiplatform_dagster.rag.retriever import FusionMethod, HybridConfig, Retriever
-from aiplatform_dagster.rag.router import RoutingRules, RuleRouter
-from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex, VectorStore
-from aiplatform_dagster.rag.weaviate_store import DEFAULT_COLLECTION, WeaviateVectorStore
+from aiplatform_dagster.models.llm import DEFAULT_MODEL, LLMSettings, api_key_variable
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex, VectorStore
+from aiplatform_dagster.rag.index.weaviate_store import DEFAULT_COLLECTION, WeaviateVectorStore
+from aiplatform_dagster.rag.ingest.documents import DEFAULT_MAX_FILE_BYTES
+from aiplatform_dagster.rag.query.accounting import PRICE_TABLE_ENV, PriceTable
+from aiplatform_dagster.rag.query.cache import DEFAULT_REDIS_PREFIX, DEFAULT_TTL_SECONDS, open_cache
+from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
+from aiplatform_dagster.rag.query.rerank import load_reranker
+from aiplatform_dagster.rag.query.retriever import FusionMethod, HybridConfig, Retriever
+from aiplatform_dagster.rag.query.router import RoutingRules, RuleRouter
 
 
 class DocumentSourceResource(dg.ConfigurableResource):

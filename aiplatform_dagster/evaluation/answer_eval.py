@@ -14,9 +14,9 @@ from pathlib import Path
 
 from aiplatform_dagster.evaluation.judge import JudgeError, judge_answer
 from aiplatform_dagster.evaluation.latency import percentiles
-from aiplatform_dagster.rag.accounting import PriceTable
-from aiplatform_dagster.rag.llm import ChatClient
-from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
+from aiplatform_dagster.models.llm import ChatClient
+from aiplatform_dagster.rag.query.accounting import PriceTable
+from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
 
 GOLDEN_ANSWERS = Path(__file__).resolve().parent / "golden" / "answers.jsonl"
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiplatform_dagster.rag.llm import ChatClient
+from aiplatform_dagster.models.llm import ChatClient
 
 # Bump whenever the rubric or the message layout changes: scores are only comparable within one.
 JUDGE_PROMPT_VERSION = "judge-v1"

@@ -15,14 +15,14 @@ from pathlib import Path
 from aiplatform_dagster.evaluation.beir import BeirDataset
 from aiplatform_dagster.evaluation.latency import percentiles
 from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS, Qrels, evaluate
-from aiplatform_dagster.rag.documents import Document
-from aiplatform_dagster.rag.query_engine import (
+from aiplatform_dagster.rag.ingest.documents import Document
+from aiplatform_dagster.rag.query.engine import (
     NO_RERANKER_NOTE,
     QueryEngine,
     QueryOptions,
     documents_of,
 )
-from aiplatform_dagster.rag.retriever import SearchMode
+from aiplatform_dagster.rag.query.retriever import SearchMode
 
 DocumentRanker = Callable[[str], list[str]]
 """Query text -> document ids, best first."""

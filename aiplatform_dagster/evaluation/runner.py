@@ -19,13 +19,13 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import (
     document_rankers,
     evaluate_modes,
 )
-from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.chunking import ChunkingConfig
-from aiplatform_dagster.rag.embedders import Embedder
-from aiplatform_dagster.rag.embedders import Progress as EmbedProgress
-from aiplatform_dagster.rag.pipeline import ingest
-from aiplatform_dagster.rag.query_engine import QueryEngine, QueryOptions
-from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.models.embedders import Embedder
+from aiplatform_dagster.models.embedders import Progress as EmbedProgress
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.ingest.chunking import ChunkingConfig
+from aiplatform_dagster.rag.ingest.pipeline import ingest
+from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 

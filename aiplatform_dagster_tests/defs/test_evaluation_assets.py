@@ -10,7 +10,7 @@ import pytest
 from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.evaluation.answer_eval import load_golden_answers
 from aiplatform_dagster.evaluation.judge import JUDGE_SYSTEM_PROMPT
-from aiplatform_dagster.rag.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
 from aiplatform_dagster_tests.defs.test_ingestion_job import materialization_metadata
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 

@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 
 from aiplatform_dagster.definitions import load_definitions
-from aiplatform_dagster.rag.artifacts import IngestionStore
-from aiplatform_dagster.rag.bm25 import BM25Index
-from aiplatform_dagster.rag.documents import iter_candidate_files
-from aiplatform_dagster.rag.retriever import Retriever, SearchMode
-from aiplatform_dagster.rag.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.bm25 import BM25Index
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.ingest.documents import iter_candidate_files
+from aiplatform_dagster.rag.query.retriever import Retriever, SearchMode
 from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.conftest import POSTGRES_ADMIN_DSN, write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer

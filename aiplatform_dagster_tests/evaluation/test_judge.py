@@ -3,7 +3,7 @@
 import pytest
 
 from aiplatform_dagster.evaluation.judge import JUDGE_SYSTEM_PROMPT, JudgeError, judge_answer
-from aiplatform_dagster.rag.llm import LLMSettings
+from aiplatform_dagster.models.llm import LLMSettings
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
 SOURCES = "[1] Paging policy (paging.md)\nThe page escalates to the secondary after 15 minutes."

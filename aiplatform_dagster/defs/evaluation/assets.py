@@ -18,8 +18,8 @@ from aiplatform_dagster.evaluation.answer_eval import (
 from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
-from aiplatform_dagster.rag.accounting import PriceTable
-from aiplatform_dagster.rag.query_engine import NO_LLM_NOTE
+from aiplatform_dagster.rag.query.accounting import PriceTable
+from aiplatform_dagster.rag.query.engine import NO_LLM_NOTE
 
 GROUP = "evaluation"
 OWNERS = ["team:ml-platform"]

@@ -14,13 +14,13 @@ from aiplatform_dagster.defs.resources import (
     StorageResource,
     VectorStoreResource,
 )
-from aiplatform_dagster.rag.chunking import (
+from aiplatform_dagster.rag.ingest.chunking import (
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_OVERLAP_TOKENS,
     ChunkingConfig,
 )
-from aiplatform_dagster.rag.documents import load_documents
-from aiplatform_dagster.rag.pipeline import bm25_step, chunk_step, embed_step, vector_step
+from aiplatform_dagster.rag.ingest.documents import load_documents
+from aiplatform_dagster.rag.ingest.pipeline import bm25_step, chunk_step, embed_step, vector_step
 
 GROUP = "ingestion"
 OWNERS = ["team:ml-platform"]

@@ -5,7 +5,7 @@ import dagster as dg
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.ingestion.assets import chunk_embeddings, document_chunks
 from aiplatform_dagster.defs.resources import EmbedderResource, StorageResource
-from aiplatform_dagster.rag.quality import QualityResult, check_chunks, check_embeddings
+from aiplatform_dagster.rag.ingest.quality import QualityResult, check_chunks, check_embeddings
 
 
 def _check_result(results: list[QualityResult]) -> dg.AssetCheckResult:

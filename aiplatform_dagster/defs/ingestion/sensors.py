@@ -7,7 +7,7 @@ import dagster as dg
 
 from aiplatform_dagster.defs.ingestion.jobs import ingestion_job
 from aiplatform_dagster.defs.resources import DocumentSourceResource
-from aiplatform_dagster.rag.source_folder import diff_snapshots, snapshot_folder
+from aiplatform_dagster.rag.ingest.source_folder import diff_snapshots, snapshot_folder
 
 
 @dg.sensor(

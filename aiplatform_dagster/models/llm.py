@@ -1,0 +1,215 @@
+"""Chat completions from any OpenAI-protocol endpoint: OpenAI, Azure OpenAI, vLLM, Ollama.
+
+The openai client's own retries are switched off: this module retries timeouts, connection
+errors, 429s and 5xx itself, with a configurable exponential backoff, so tests can shorten it
+and every failure ends in one ``LLMError`` that says which endpoint failed and what to do.
+"""
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiplatform_dagster.errors import PlatformError
+
+DEFAULT_MODEL = "gpt-4o-mini"
+OPENAI_URL = "https://api.openai.com/v1"
+MAX_BACKOFF_S = 30.0
+
+
+class LLMError(PlatformError, RuntimeError):
+    """The LLM endpoint could not produce an answer; the message says how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+
+
+class ChatClient(Protocol):
+    """Anything that turns chat messages into a completion (the OpenAI client, a test double)."""
+
+    def complete(self, messages: Sequence[Mapping[str, str]]) -> Completion: ...
+
+
+def api_key_variable(azure: bool) -> str:
+    """The environment variable holding the key: Azure OpenAI and OpenAI name it differently."""
+    return "AZURE_OPENAI_API_KEY" if azure else "OPENAI_API_KEY"
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    """Where the LLM lives and how to call it. ``model`` is the deployment name on Azure."""
+
+    model: str = DEFAULT_MODEL
+    base_url: str | None = None
+    api_key: str | None = None
+    azure_endpoint: str | None = None
+    api_version: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    backoff_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "LLMSettings":
+        """Settings from the environment; unset and empty variables both mean "not given"."""
+        env = {key: value for key, value in (environ or os.environ).items() if value.strip()}
+        azure_endpoint = env.get("AZURE_OPENAI_ENDPOINT")
+        key_variable = api_key_variable(azure=bool(azure_endpoint))
+        return cls(
+            model=env.get("AIPLATFORM_LLM_MODEL", DEFAULT_MODEL),
+            base_url=env.get("AIPLATFORM_LLM_BASE_URL") or env.get("OPENAI_BASE_URL"),
+            api_key=env.get(key_variable),
+            azure_endpoint=azure_endpoint,
+            api_version=env.get("OPENAI_API_VERSION"),
+        )
+
+    @property
+    def is_configured(self) -> bool:
+        """True when an endpoint or key is set; otherwise callers fall back to extractive."""
+        return bool(self.azure_endpoint or self.base_url or self.api_key)
+
+    @property
+    def endpoint(self) -> str:
+        """The URL requests go to, for error messages and run metadata."""
+        if self.azure_endpoint:
+            return f"{self.azure_endpoint} (Azure deployment {self.model!r})"
+        return self.base_url or OPENAI_URL
+
+    def build_client(self) -> "OpenAIChatClient":
+        return OpenAIChatClient(self)
+
+
+class OpenAIChatClient:
+    """``ChatClient`` over the openai package, with retries and actionable errors."""
+
+    def __init__(self, settings: LLMSettings) -> None:
+        self.settings = settings
+        self._client = _openai_client(settings)
+
+    def complete(self, messages: Sequence[Mapping[str, str]]) -> Completion:
+        """One chat completion, retried on transient failures with exponential backoff."""
+        import openai
+
+        settings = self.settings
+        attempt = 1
+        while True:
+            try:
+                response = self._client.chat.completions.create(
+                    model=settings.model,
+                    messages=[dict(message) for message in messages],
+                    temperature=settings.temperature,
+                    max_tokens=settings.max_tokens,
+                )
+            except openai.APIError as error:
+                if not _is_transient(error) or attempt > settings.max_retries:
+                    raise LLMError(self._failure(error, attempt)) from error
+                time.sleep(min(settings.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
+                attempt += 1
+            else:
+                return self._completion(response)
+
+    def _completion(self, response: Any) -> Completion:
+        choice = response.choices[0] if response.choices else None
+        if choice is None or choice.message.content is None:
+            reason = choice.finish_reason if choice else "no choices"
+            raise LLMError(
+                f"LLM endpoint {self.settings.endpoint} returned no text "
+                f"(finish_reason={reason}); the answer may have been filtered or refused"
+            )
+        usage = response.usage
+        return Completion(
+            text=choice.message.content,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            model=response.model or self.settings.model,
+        )
+
+    def _failure(self, error: Exception, attempts: int) -> str:
+        """What happened at which endpoint, and the likeliest fix."""
+        import openai
+
+        settings = self.settings
+        where = f"LLM endpoint {settings.endpoint} (model {settings.model!r})"
+        tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+        if isinstance(error, openai.APITimeoutError):
+            return (
+                f"{where} timed out {tries} (timeout {settings.timeout_s:g} s each): check the "
+                "server is up and not overloaded, or raise the timeout"
+            )
+        if isinstance(error, openai.APIConnectionError):
+            return (
+                f"{where} could not be reached {tries}: {error}. Check AIPLATFORM_LLM_BASE_URL "
+                "(or AZURE_OPENAI_ENDPOINT) and that the server is running"
+            )
+        status = getattr(error, "status_code", None)
+        fixes = {
+            401: "check OPENAI_API_KEY (AZURE_OPENAI_API_KEY for Azure)",
+            403: "the key is not allowed to use this model or deployment",
+            404: "check AIPLATFORM_LLM_MODEL (the deployment name on Azure) and that the base "
+            "URL ends in /v1",
+            429: "rate limited or out of quota: lower the request rate or raise the quota",
+        }
+        fix = fixes.get(status) or (
+            "the server failed: retry later or check its logs"
+            if status and status >= 500
+            else "check the request settings"
+        )
+        return f"{where} failed {tries} with HTTP {status}: {error}. Fix: {fix}"
+
+
+def _is_transient(error: Exception) -> bool:
+    """Worth retrying: the request may succeed unchanged a little later."""
+    import openai
+
+    if isinstance(error, openai.APIConnectionError):
+        return True
+    status = getattr(error, "status_code", None)
+    return status is not None and (status == 429 or status >= 500)
+
+
+def _openai_client(settings: LLMSettings) -> Any:
+    """The openai (or Azure) client, its own retries off since ``complete`` retries."""
+    import openai
+
+    if settings.azure_endpoint:
+        missing = [
+            variable
+            for variable, value in (
+                ("OPENAI_API_VERSION", settings.api_version),
+                ("AZURE_OPENAI_API_KEY", settings.api_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise LLMError(
+                f"Azure OpenAI endpoint {settings.azure_endpoint} is set but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: set "
+                "them, or unset AZURE_OPENAI_ENDPOINT to use an OpenAI-compatible endpoint"
+            )
+        return openai.AzureOpenAI(
+            azure_endpoint=settings.azure_endpoint,
+            azure_deployment=settings.model,
+            api_version=settings.api_version,
+            api_key=settings.api_key,
+            timeout=settings.timeout_s,
+            max_retries=0,
+        )
+    if not settings.is_configured:
+        raise LLMError(
+            "No LLM is configured: set OPENAI_API_KEY, AIPLATFORM_LLM_BASE_URL (an "
+            "OpenAI-compatible server) or AZURE_OPENAI_ENDPOINT"
+        )
+    return openai.OpenAI(
+        base_url=settings.base_url or OPENAI_URL,
+        # Local OpenAI-compatible servers (vLLM, Ollama) accept any key but the client wants one.
+        api_key=settings.api_key or "unused",
+        timeout=settings.timeout_s,
+        max_retries=0,
+    )

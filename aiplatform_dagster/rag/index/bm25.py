@@ -1,0 +1,250 @@
+"""Okapi BM25 over precomputed sparse weights, so a query costs a few posting-list reads.
+
+Every (term, document) BM25 contribution is computed once at build time and stored in a
+term-major CSR matrix; scoring a query is then summing the rows of its terms, not a Python loop
+over documents. Two IDF forms: "lucene" (the default, ln(1 + (N - df + 0.5) / (df + 0.5)), never
+negative) and "okapi" (rank-bm25's BM25Okapi, floored at epsilon * mean idf, kept so our scores
+can be checked against that library).
+"""
+
+import json
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from aiplatform_dagster.rag.index.atomic import atomic_directory
+from aiplatform_dagster.rag.index.hits import Hit
+from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION, analyze
+
+Analyzer = Callable[[str], list[str]]
+IdfKind = Literal["lucene", "okapi"]
+
+FORMAT_VERSION = 1
+# rank-bm25's BM25Okapi default: negative idfs are raised to this fraction of the mean idf.
+OKAPI_EPSILON = 0.25
+
+_MANIFEST = "manifest.json"
+_WEIGHTS = "weights.npz"
+_VOCABULARY = "vocabulary.json"
+_DOC_IDS = "doc_ids.json"
+_MANIFEST_KEYS = frozenset(
+    {"format_version", "k1", "b", "idf", "analyzer", "n_docs", "vocabulary_size"}
+)
+
+
+def analyzer_name(analyzer: Analyzer) -> str:
+    """Names an analyzer in the manifest, so a saved index refuses queries analysed differently."""
+    module = getattr(analyzer, "__module__", None) or "builtins"
+    name = f"{module}.{getattr(analyzer, '__qualname__', repr(analyzer))}"
+    return f"{name}@{ANALYZER_VERSION}" if analyzer is analyze else name
+
+
+def _idf(doc_freq: np.ndarray, n_docs: int, kind: IdfKind) -> np.ndarray:
+    """Inverse document frequency per term id."""
+    if kind == "lucene":
+        return np.log1p((n_docs - doc_freq + 0.5) / (doc_freq + 0.5))
+    idf = np.log(n_docs - doc_freq + 0.5) - np.log(doc_freq + 0.5)
+    if idf.size:
+        idf[idf < 0] = OKAPI_EPSILON * idf.mean()
+    return idf
+
+
+class BM25Index:
+    """An immutable BM25 index over chunk ids; build it with `build` or `from_tokens`."""
+
+    def __init__(
+        self,
+        doc_ids: list[str],
+        vocabulary: dict[str, int],
+        weights: sp.csr_matrix,
+        *,
+        k1: float,
+        b: float,
+        idf: IdfKind,
+        analyzer: Analyzer,
+    ) -> None:
+        self._doc_ids = doc_ids
+        self._vocabulary = vocabulary
+        self._weights = weights
+        self.k1 = k1
+        self.b = b
+        self.idf = idf
+        self._analyzer = analyzer
+
+    @classmethod
+    def build(
+        cls,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        idf: IdfKind = "lucene",
+        analyzer: Analyzer = analyze,
+    ) -> Self:
+        """Analyse texts and index them; `analyzer` is kept to analyse queries the same way."""
+        if len(doc_ids) != len(texts):
+            raise ValueError(f"{len(doc_ids)} doc ids but {len(texts)} texts")
+        tokens = [analyzer(text) for text in texts]
+        return cls.from_tokens(doc_ids, tokens, k1=k1, b=b, idf=idf, analyzer=analyzer)
+
+    @classmethod
+    def from_tokens(
+        cls,
+        doc_ids: Sequence[str],
+        token_lists: Sequence[Sequence[str]],
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        idf: IdfKind = "lucene",
+        analyzer: Analyzer = analyze,
+    ) -> Self:
+        """Index documents already split into terms by `analyzer` (which queries will use)."""
+        if len(doc_ids) != len(token_lists):
+            raise ValueError(f"{len(doc_ids)} doc ids but {len(token_lists)} token lists")
+        if len(set(doc_ids)) != len(doc_ids):
+            raise ValueError("doc ids must be unique: a hit must name exactly one chunk")
+        if idf not in ("lucene", "okapi"):
+            raise ValueError(f"idf must be 'lucene' or 'okapi', not {idf!r}")
+        vocabulary: dict[str, int] = {}
+        term_ids = np.fromiter(
+            (vocabulary.setdefault(t, len(vocabulary)) for tokens in token_lists for t in tokens),
+            dtype=np.int64,
+        )
+        doc_len = np.fromiter((len(tokens) for tokens in token_lists), np.int64, len(token_lists))
+        n_docs = len(doc_ids)
+        shape = (len(vocabulary), n_docs)
+        doc_of_token = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
+        # COO -> CSR sums duplicate (term, doc) pairs: entries start as term frequencies and are
+        # then turned into BM25 weights in place (float64, so scores match rank-bm25 to 1e-6).
+        coo = sp.coo_matrix((np.ones(term_ids.size), (term_ids, doc_of_token)), shape=shape)
+        weights = coo.tocsr()
+        tf = weights.data
+        doc_freq = np.diff(weights.indptr)
+        avgdl = doc_len.mean() if doc_len.sum() else 1.0  # all-empty corpus: nothing to normalise
+        length_norm = k1 * (1 - b + b * doc_len[weights.indices] / avgdl)
+        idf_of_entry = np.repeat(_idf(doc_freq, n_docs, idf), doc_freq)
+        weights.data = idf_of_entry * tf * (k1 + 1) / (tf + length_norm)
+        return cls(list(doc_ids), vocabulary, weights, k1=k1, b=b, idf=idf, analyzer=analyzer)
+
+    def __len__(self) -> int:
+        return len(self._doc_ids)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """Chunk ids in the order `scores` reports them."""
+        return list(self._doc_ids)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self._vocabulary)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document, in `doc_ids` order; a repeated query term counts twice."""
+        vocabulary = self._vocabulary
+        term_ids = [vocabulary[t] for t in self._analyzer(query) if t in vocabulary]
+        if not term_ids:
+            return np.zeros(len(self._doc_ids))
+        return np.asarray(self._weights[term_ids].sum(axis=0)).ravel()
+
+    def search(self, query: str, k: int = 10) -> list[Hit]:
+        """The k best-scoring documents, best first; documents sharing no term are never hits."""
+        if k <= 0:
+            return []
+        scores = self.scores(query)
+        if k < len(scores):
+            # Introselect for the k-th best score, then keep every doc tied with it, so that which
+            # of several equal docs makes the cut does not depend on the selection algorithm.
+            kth_best = -np.partition(-scores, k - 1)[k - 1]
+            candidates = np.flatnonzero((scores >= kth_best) & (scores > 0))
+        else:
+            candidates = np.flatnonzero(scores > 0)
+        # Best score first; equal scores keep corpus order so results are reproducible.
+        ranked = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
+        return [Hit(self._doc_ids[i], float(scores[i])) for i in ranked]
+
+    def save(self, directory: Path) -> None:
+        """Write the index so that `directory` never holds a half-written one.
+
+        See `atomic_directory` for what a crash can leave behind.
+        """
+        with atomic_directory(Path(directory)) as staging:
+            sp.save_npz(staging / _WEIGHTS, self._weights, compressed=False)
+            vocabulary = sorted(self._vocabulary, key=self._vocabulary.__getitem__)
+            _write_json(staging / _VOCABULARY, vocabulary)
+            _write_json(staging / _DOC_IDS, self._doc_ids)
+            _write_json(staging / _MANIFEST, self._manifest())
+
+    @classmethod
+    def load(cls, directory: Path, *, analyzer: Analyzer = analyze) -> Self:
+        """Read an index written by `save`; ValueError names the path and what is wrong with it."""
+        directory = Path(directory)
+        manifest = _read_json(directory / _MANIFEST)
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{directory / _MANIFEST}: not a BM25 index manifest of format {FORMAT_VERSION}"
+            )
+        if missing := _MANIFEST_KEYS - manifest.keys():
+            raise ValueError(f"{directory / _MANIFEST}: missing keys {sorted(missing)}")
+        if manifest["idf"] not in ("lucene", "okapi"):
+            raise ValueError(f"{directory / _MANIFEST}: unknown idf {manifest['idf']!r}")
+        if manifest["analyzer"] != analyzer_name(analyzer):
+            raise ValueError(
+                f"{directory}: index was built with analyzer {manifest['analyzer']!r}, "
+                f"queries would use {analyzer_name(analyzer)!r}; rebuild the index"
+            )
+        try:
+            weights = sp.load_npz(directory / _WEIGHTS).tocsr()
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{directory / _WEIGHTS}: missing or corrupt ({error})") from error
+        vocabulary = _read_string_list(directory / _VOCABULARY)
+        doc_ids = _read_string_list(directory / _DOC_IDS)
+        expected = (manifest["vocabulary_size"], manifest["n_docs"])
+        found = (len(vocabulary), len(doc_ids))
+        if weights.shape != expected or found != expected:
+            raise ValueError(
+                f"{directory}: manifest says (terms, docs) = {expected}, but the weights are "
+                f"{weights.shape} and the files list {found}"
+            )
+        return cls(
+            doc_ids,
+            {term: i for i, term in enumerate(vocabulary)},
+            weights,
+            k1=manifest["k1"],
+            b=manifest["b"],
+            idf=manifest["idf"],
+            analyzer=analyzer,
+        )
+
+    def _manifest(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "k1": self.k1,
+            "b": self.b,
+            "idf": self.idf,
+            "analyzer": analyzer_name(self._analyzer),
+            "n_docs": len(self._doc_ids),
+            "vocabulary_size": len(self._vocabulary),
+        }
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: missing or corrupt ({error})") from error
+
+
+def _read_string_list(path: Path) -> list[str]:
+    value = _read_json(path)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"{path}: expected a JSON list of strings")
+    return value

@@ -1,0 +1,159 @@
+"""Second-stage reranking with a cross-encoder.
+
+First-stage retrieval scores query and chunk separately; a cross-encoder reads them together,
+which ranks the top candidates far better at a cost that only a few dozen pairs can afford.
+The model comes from a local folder, the Hugging Face hub/cache, or MLflow (so a reranker
+fine-tuned and registered by the MLOps loop is served by its registry URI).
+"""
+
+import os
+import tempfile
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiplatform_dagster.rag.query.retriever import RetrievedChunk
+
+MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+class Reranker(Protocol):
+    """Reorders first-stage candidates; scores are the reranker's own, best first."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    def rerank(
+        self, query: str, candidates: Sequence[RetrievedChunk], top_n: int
+    ) -> list[RetrievedChunk]: ...
+
+
+def is_mlflow_uri(model: str) -> bool:
+    return model.startswith(MLFLOW_URI_PREFIXES)
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder; weights load on the first ``rerank`` call.
+
+    ``model`` is a local folder, a hub model name (served from the local cache unless
+    HF_HUB_OFFLINE=0), or an MLflow URI: models:/name/version, models:/name@alias, runs:/...
+    or mlflow-artifacts:/... holding a saved CrossEncoder folder.
+    """
+
+    def __init__(
+        self, model: str, device: str = "cpu", batch_size: int = 32, max_length: int = 512
+    ) -> None:
+        if not is_mlflow_uri(model):
+            _check_local_model(model)
+        self._source = model
+        self._device = device
+        self._batch_size = batch_size
+        self._max_length = max_length
+
+    @property
+    def model_id(self) -> str:
+        return f"cross-encoder:{self._source}"
+
+    @cached_property
+    def model(self) -> Any:
+        if not is_mlflow_uri(self._source):
+            return self._load(self._source)
+        # The weights are read into memory, so the download can go once loading is done.
+        with tempfile.TemporaryDirectory(prefix="reranker-") as download_dir:
+            return self._load(str(_download_from_mlflow(self._source, Path(download_dir))))
+
+    def _load(self, path_or_name: str) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import CrossEncoder
+
+        try:
+            return CrossEncoder(path_or_name, device=self._device, max_length=self._max_length)
+        except OSError as exc:
+            raise OSError(
+                f"Could not load cross-encoder {self._source!r}: {str(exc).rstrip('.')}. "
+                "Point the reranker at a local model folder or an MLflow URI "
+                "(models:/name@alias); a hub model name only works once it is in the Hugging "
+                "Face cache, or with HF_HUB_OFFLINE=0 where the hub is reachable."
+            ) from exc
+
+    def rerank(
+        self, query: str, candidates: Sequence[RetrievedChunk], top_n: int
+    ) -> list[RetrievedChunk]:
+        """The ``top_n`` candidates by cross-encoder score; ties keep first-stage order."""
+        if top_n < 1:
+            raise ValueError(f"top_n must be at least 1, got {top_n}")
+        if not candidates:
+            return []
+        pairs = [(query, candidate.chunk.indexed_text) for candidate in candidates]
+        scores = self.model.predict(
+            pairs, batch_size=self._batch_size, show_progress_bar=False, convert_to_numpy=True
+        )
+        rescored = [
+            RetrievedChunk(candidate.chunk, float(score))
+            for candidate, score in zip(candidates, scores, strict=True)
+        ]
+        rescored.sort(key=lambda candidate: candidate.score, reverse=True)
+        return rescored[:top_n]
+
+
+def load_reranker(model: str | None, device: str = "cpu") -> Reranker | None:
+    """The configured reranker, or None when no model is set (reranking is then skipped)."""
+    if model is None or not model.strip():
+        return None
+    return CrossEncoderReranker(model.strip(), device=device)
+
+
+def _looks_like_path(model: str) -> bool:
+    """Hub names are "name" or "org/name"; anything else with a separator is a path."""
+    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
+
+
+def _check_local_model(model: str) -> None:
+    """Fail at configuration time, with the fix, for a folder that cannot be a cross-encoder."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        if _looks_like_path(model):
+            raise FileNotFoundError(
+                f"Reranker model folder {path} does not exist: fix the path, or use an MLflow "
+                "URI such as models:/reranker@champion"
+            )
+        return  # a hub model name
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"Reranker model folder {path} has no config.json: point at the folder that "
+            "CrossEncoder.save_pretrained() wrote"
+        )
+    modules = path / "modules.json"
+    if modules.is_file() and "Pooling" in modules.read_text(encoding="utf-8"):
+        raise ValueError(
+            f"{path} holds an embedding (bi-encoder) model, not a cross-encoder: a reranker "
+            "needs a model trained to score (query, passage) pairs, such as a fine-tuned "
+            "CrossEncoder or cross-encoder/ms-marco-MiniLM-L6-v2"
+        )
+
+
+def _download_from_mlflow(uri: str, destination: Path) -> Path:
+    """Download ``uri`` and return the folder inside it that holds the model's config.json."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=destination))
+    except MlflowException as exc:
+        raise FileNotFoundError(
+            f"Could not download reranker {uri} from the MLflow tracking server "
+            f"{mlflow.get_tracking_uri()}: {exc.message}. Check MLFLOW_TRACKING_URI and that "
+            "the run, model version or alias exists."
+        ) from exc
+    configs = sorted(
+        local.rglob("config.json"), key=lambda config: (len(config.parts), str(config))
+    )
+    if not configs:
+        raise FileNotFoundError(
+            f"MLflow artifact {uri} holds no model folder (no config.json): log the folder "
+            "that CrossEncoder.save_pretrained() wrote, e.g. "
+            "mlflow.log_artifacts(folder, 'reranker'), and load runs:/<run_id>/reranker"
+        )
+    _check_local_model(str(configs[0].parent))
+    return configs[0].parent

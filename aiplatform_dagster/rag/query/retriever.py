@@ -1,0 +1,119 @@
+"""First-stage retrieval over the materialised indexes: keyword, dense or hybrid."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiplatform_dagster.models.embedders import Embedder
+from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.bm25 import BM25Index
+from aiplatform_dagster.rag.index.hits import Hit
+from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex, VectorStore
+from aiplatform_dagster.rag.ingest.chunking import Chunk
+from aiplatform_dagster.rag.query.fusion import reciprocal_rank_fusion, score_fusion
+
+
+class SearchMode(StrEnum):
+    BM25 = "bm25"
+    DENSE = "dense"
+    HYBRID = "hybrid"
+
+
+class FusionMethod(StrEnum):
+    SCORE = "score"
+    RRF = "rrf"
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """How hybrid search blends its two retrievers (70% semantic / 30% keyword by default)."""
+
+    dense_weight: float = 0.7
+    candidates: int = 100
+    fusion: FusionMethod = FusionMethod.SCORE
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise ValueError(f"dense_weight must be within 0..1, got {self.dense_weight}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {self.candidates}")
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    chunk: Chunk
+    score: float
+
+
+class Retriever:
+    """Runs a query against BM25 and the vector store and returns chunks with scores."""
+
+    def __init__(
+        self,
+        chunks: Sequence[Chunk],
+        bm25: BM25Index,
+        vectors: VectorStore,
+        embedder: Embedder,
+    ) -> None:
+        self._chunks = {chunk.chunk_id: chunk for chunk in chunks}
+        self._bm25 = bm25
+        self._vectors = vectors
+        self._embedder = embedder
+
+    @classmethod
+    def from_store(
+        cls, store: IngestionStore, embedder: Embedder, vectors: VectorStore | None = None
+    ) -> "Retriever":
+        """Open the indexes a materialisation of the ingestion group left in ``store``."""
+        if not store.bm25_dir.exists():
+            raise FileNotFoundError(
+                f"No BM25 index under {store.root}: materialise the ingestion group first "
+                "(make ingest, or 'Materialize all' on the ingestion group in the UI)"
+            )
+        return cls(
+            store.read_chunks(),
+            BM25Index.load(store.bm25_dir),
+            vectors or EmbeddedVectorIndex(store.vector_dir),
+            embedder,
+        )
+
+    def keyword_hits(self, query: str, k: int) -> list[Hit]:
+        return self._bm25.search(query, k)
+
+    def dense_hits(self, query: str, k: int) -> list[Hit]:
+        vector = self._embedder.encode([query])[0]
+        return self._vectors.search(vector, k)
+
+    def hits(
+        self, query: str, mode: SearchMode, k: int, hybrid: HybridConfig | None = None
+    ) -> list[Hit]:
+        """Top ``k`` hits for ``query`` in ``mode``."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if mode is SearchMode.BM25:
+            return self.keyword_hits(query, k)
+        if mode is SearchMode.DENSE:
+            return self.dense_hits(query, k)
+        hybrid = hybrid or HybridConfig()
+        depth = max(k, hybrid.candidates)
+        ranked_lists = [
+            (self.dense_hits(query, depth), hybrid.dense_weight),
+            (self.keyword_hits(query, depth), 1.0 - hybrid.dense_weight),
+        ]
+        if hybrid.fusion is FusionMethod.RRF:
+            return reciprocal_rank_fusion(ranked_lists, k)
+        return score_fusion(ranked_lists, k)
+
+    def search(
+        self,
+        query: str,
+        mode: SearchMode = SearchMode.HYBRID,
+        k: int = 10,
+        hybrid: HybridConfig | None = None,
+    ) -> list[RetrievedChunk]:
+        """Like ``hits`` but with the chunks (text, title, source) attached."""
+        return [
+            RetrievedChunk(self._chunks[hit.chunk_id], hit.score)
+            for hit in self.hits(query, mode, k, hybrid)
+            if hit.chunk_id in self._chunks
+        ]

@@ -1,0 +1,164 @@
+"""Both cache backends must round-trip answers, count hits, expire, and key on every input."""
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+import redis
+
+from aiplatform_dagster.rag.query.cache import (
+    LocalResponseCache,
+    RedisResponseCache,
+    ResponseCache,
+    cache_key,
+    open_cache,
+)
+from aiplatform_dagster_tests.conftest import REDIS_URL
+
+ANSWER = {"answer": "Rotate it with the secrets job.", "citations": ["c1", "c2"], "ü": "ß"}
+KEY_PARTS = ("how do i rotate keys", ("c1", "c2"), "gpt-4o-mini", "prompt-v3")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"aiplatform-test:{uuid.uuid4().hex}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    assert not list(client.scan_iter(match=f"{prefix}*"))
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[int], ResponseCache]:
+    """Builds a cache of either backend with a given TTL."""
+    if request.param == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        return lambda ttl: RedisResponseCache(REDIS_URL, prefix=prefix, ttl_seconds=ttl)
+    return lambda ttl: LocalResponseCache(tmp_path / "cache.sqlite", ttl_seconds=ttl)
+
+
+def test_equal_inputs_give_equal_keys() -> None:
+    assert cache_key(*KEY_PARTS) == cache_key(
+        "how do i rotate keys", ["c1", "c2"], "gpt-4o-mini", "prompt-v3"
+    )
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        ("how do i rotate tokens", ("c1", "c2"), "gpt-4o-mini", "prompt-v3"),
+        ("how do i rotate keys", ("c1", "c3"), "gpt-4o-mini", "prompt-v3"),
+        ("how do i rotate keys", ("c2", "c1"), "gpt-4o-mini", "prompt-v3"),
+        ("how do i rotate keys", ("c1",), "gpt-4o-mini", "prompt-v3"),
+        ("how do i rotate keys", ("c1", "c2"), "gpt-4o", "prompt-v3"),
+        ("how do i rotate keys", ("c1", "c2"), "gpt-4o-mini", "prompt-v4"),
+        ("how do i rotate keys c1", ("c2",), "gpt-4o-mini", "prompt-v3"),
+    ],
+)
+def test_any_differing_input_gives_another_key(changed: tuple) -> None:
+    assert cache_key(*changed) != cache_key(*KEY_PARTS)
+
+
+def test_keys_are_sha256_hex() -> None:
+    key = cache_key(*KEY_PARTS)
+
+    assert len(key) == 64
+    assert int(key, 16) >= 0
+
+
+def test_a_stored_answer_round_trips_and_hits_are_counted(
+    make_cache: Callable[[int], ResponseCache],
+) -> None:
+    cache: ResponseCache = make_cache(60)
+    key = cache_key(*KEY_PARTS)
+
+    assert cache.get(key) is None
+    cache.set(key, ANSWER)
+    assert cache.get(key) == ANSWER
+    assert cache.get(key) == ANSWER
+
+    stats = cache.stats()
+    assert (stats.hits, stats.misses) == (2, 1)
+    assert stats.hit_rate == pytest.approx(2 / 3)
+
+
+def test_counters_are_shared_by_every_instance_on_the_same_backend(
+    make_cache: Callable[[int], ResponseCache],
+) -> None:
+    key = cache_key(*KEY_PARTS)
+    make_cache(60).set(key, ANSWER)
+
+    make_cache(60).get(key)
+    make_cache(60).get("missing")
+
+    stats = make_cache(60).stats()
+    assert (stats.hits, stats.misses) == (1, 1)
+
+
+def test_entries_expire_after_their_ttl(make_cache: Callable[[int], ResponseCache]) -> None:
+    cache: ResponseCache = make_cache(1)
+    key = cache_key(*KEY_PARTS)
+    cache.set(key, ANSWER)
+    assert cache.get(key) == ANSWER
+
+    time.sleep(1.2)
+
+    assert cache.get(key) is None
+
+
+def test_redis_entries_carry_their_ttl_and_vanish_from_redis(redis_prefix: str) -> None:
+    cache = RedisResponseCache(REDIS_URL, prefix=redis_prefix, ttl_seconds=1)
+    client = redis.Redis.from_url(REDIS_URL)
+    key = cache_key(*KEY_PARTS)
+
+    cache.set(key, ANSWER)
+    assert 0 < client.pttl(cache.entry_key(key)) <= 1000
+    time.sleep(1.2)
+
+    assert not client.exists(cache.entry_key(key))
+
+
+def test_stats_start_at_zero(make_cache: Callable[[int], ResponseCache]) -> None:
+    stats = make_cache(60).stats()
+
+    assert (stats.hits, stats.misses, stats.hit_rate) == (0, 0, 0.0)
+
+
+def _hammer(path: Path, worker: int) -> None:
+    cache = LocalResponseCache(path, ttl_seconds=60)
+    for i in range(50):
+        cache.set(f"{worker}-{i}", {"worker": worker, "i": i})
+        assert cache.get(f"{worker}-{i}") == {"worker": worker, "i": i}
+
+
+def test_the_local_cache_is_safe_for_concurrent_processes(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    with ProcessPoolExecutor(max_workers=3, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_hammer, [path] * 3, range(3)))
+
+    cache = LocalResponseCache(path, ttl_seconds=60)
+    assert cache.stats().hits == 150
+    assert cache.get("2-49") == {"worker": 2, "i": 49}
+
+
+def test_open_cache_uses_redis_when_a_url_is_configured(tmp_path: Path) -> None:
+    assert isinstance(open_cache(REDIS_URL, tmp_path / "cache.sqlite", 60), RedisResponseCache)
+    assert isinstance(open_cache(None, tmp_path / "cache.sqlite", 60), LocalResponseCache)
+
+
+def test_an_unreachable_redis_fails_at_open_time_without_leaking_the_password(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConnectionError, match="unreachable") as error:
+        open_cache("redis://:s3cret@127.0.0.1:1/0", tmp_path / "cache.sqlite", 60)
+
+    assert "s3cret" not in str(error.value)
+    assert "127.0.0.1:1" in str(error.value)
+    assert not (tmp_path / "cache.sqlite").exists()
