@@ -10,11 +10,13 @@ import base64
 import hashlib
 import json
 import math
+import socket
 import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
@@ -199,6 +201,28 @@ class FakeOpenAIServer:
                 pass  # keep test output quiet
 
         return Handler
+
+
+@contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """A base URL whose port accepts connections but never answers, like a hung server.
+
+    The kernel completes the TCP handshake for a listening socket that never calls accept(),
+    so the client connects, sends its request and waits for a reply that never comes.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        host, port = listener.getsockname()[:2]
+        yield f"http://{host}:{port}/v1"
+
+
+def closed_port_url() -> str:
+    """A base URL on a port nothing listens on, so every connection is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host, port = probe.getsockname()[:2]
+    return f"http://{host}:{port}/v1"
 
 
 def hash_vector(text: str, dimension: int) -> list[float]:

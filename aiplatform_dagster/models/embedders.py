@@ -14,12 +14,31 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.llm import (
+    OPENAI_URL,
+    EndpointVariables,
+    RetryPolicy,
+    call_with_retries,
+)
+
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 DEFAULT_OPENAI_EMBEDDING_DIMENSION = 1536
 
 Progress = Callable[[int, int], None]
 """Called with (texts done, texts total) as encoding proceeds."""
+
+EMBEDDING_VARIABLES = EndpointVariables(
+    base_url="AIPLATFORM_EMBEDDING_BASE_URL",
+    api_key="OPENAI_API_KEY",
+    model="the embedding model name",
+    timeout="AIPLATFORM_EMBEDDING_TIMEOUT_S",
+)
+
+
+class EmbeddingError(PlatformError, RuntimeError):
+    """The embeddings endpoint gave no usable vectors; the message says how to fix it."""
 
 
 class Embedder(Protocol):
@@ -150,6 +169,10 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
     Chunk sizes are counted with a local WordPiece tokenizer (the packaged MiniLM's by
     default): it splits English into at least as many pieces as OpenAI's BPE, so the
     budget errs on the short side without needing a tokenizer download.
+
+    Each request is bounded by ``timeout_s`` and retried ``max_retries`` times (see
+    ``call_with_retries``), so a server that is down or hung fails in bounded time with an
+    ``EmbeddingError`` rather than a traceback or an endless wait.
     """
 
     def __init__(
@@ -161,22 +184,36 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
         batch_size: int = 256,
         max_tokens: int = 8191,
         tokenizer_path: str | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+        backoff_s: float = 1.0,
     ) -> None:
         super().__init__(tokenizer_path or packaged_minilm_path())
         self._model = model
         self._dimension = dimension
         self._batch_size = batch_size
         self._max_tokens = max_tokens
-        self._base_url = base_url
+        self._base_url = base_url or OPENAI_URL
         self._api_key = api_key
+        self._retry = RetryPolicy(timeout_s, max_retries, backoff_s)
 
     @cached_property
     def client(self) -> Any:
+        """The openai client, its own retries off since ``encode`` retries."""
         from openai import OpenAI
 
-        # Self-hosted OpenAI-compatible servers accept any key, but the client wants one.
-        api_key = self._api_key or ("unused" if self._base_url else None)
-        return OpenAI(base_url=self._base_url, api_key=api_key, max_retries=3)
+        if not (self._api_key or self._base_url != OPENAI_URL):
+            raise EmbeddingError(
+                f"The embeddings endpoint {OPENAI_URL} needs an API key: set OPENAI_API_KEY, "
+                "or AIPLATFORM_EMBEDDING_BASE_URL for a self-hosted OpenAI-compatible server"
+            )
+        return OpenAI(
+            base_url=self._base_url,
+            # Self-hosted OpenAI-compatible servers accept any key, but the client wants one.
+            api_key=self._api_key or "unused",
+            timeout=self._retry.timeout_s,
+            max_retries=0,
+        )
 
     @property
     def model_id(self) -> str:
@@ -194,19 +231,29 @@ class OpenAIEmbedder(_HuggingFaceTokenCounter):
         total = len(texts)
         rows: list[list[float]] = []
         for start in range(0, total, self._batch_size):
-            batch = list(texts[start : start + self._batch_size])
-            response = self.client.embeddings.create(
-                model=self._model, input=batch, dimensions=self._dimension
-            )
-            rows.extend(item.embedding for item in sorted(response.data, key=lambda d: d.index))
+            rows.extend(self._embed_batch(list(texts[start : start + self._batch_size])))
             if progress:
                 progress(min(start + self._batch_size, total), total)
         if not rows:
             return np.zeros((0, self._dimension), dtype=np.float32)
         vectors = np.asarray(rows, dtype=np.float32)
         if vectors.shape[1] != self._dimension:
-            raise ValueError(
-                f"endpoint returned {vectors.shape[1]}-dimensional vectors for model "
-                f"{self._model!r}, configured dimension is {self._dimension}: fix the dimension"
+            raise EmbeddingError(
+                f"Embeddings endpoint {self._base_url} returned {vectors.shape[1]}-dimensional "
+                f"vectors for model {self._model!r}, configured dimension is {self._dimension}: "
+                "fix the dimension"
             )
         return l2_normalise(vectors)
+
+    def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        """One request, bounded and retried; rows in input order."""
+        response = call_with_retries(
+            lambda: self.client.embeddings.create(
+                model=self._model, input=batch, dimensions=self._dimension
+            ),
+            self._retry,
+            f"Embeddings endpoint {self._base_url} (model {self._model!r})",
+            EMBEDDING_VARIABLES,
+            EmbeddingError,
+        )
+        return [item.embedding for item in sorted(response.data, key=lambda d: d.index)]

@@ -1,21 +1,26 @@
 """Chat completions from any OpenAI-protocol endpoint: OpenAI, Azure OpenAI, vLLM, Ollama.
 
-The openai client's own retries are switched off: this module retries timeouts, connection
-errors, 429s and 5xx itself, with a configurable exponential backoff, so tests can shorten it
-and every failure ends in one ``LLMError`` that says which endpoint failed and what to do.
+The openai client's own retries are switched off: ``call_with_retries`` (shared with the
+embeddings client) bounds each attempt by a timeout, retries timeouts, connection errors, 429s
+and 5xx a configured number of times with exponential backoff, logs each retry, and ends every
+failure in one error that says which endpoint failed, what happened and which setting fixes it.
 """
 
+import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiplatform_dagster.errors import PlatformError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 OPENAI_URL = "https://api.openai.com/v1"
 MAX_BACKOFF_S = 30.0
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LLMError(PlatformError, RuntimeError):
@@ -52,8 +57,8 @@ class LLMSettings:
     api_version: str | None = None
     temperature: float = 0.0
     max_tokens: int = 1024
-    timeout_s: float = 60.0
-    max_retries: int = 3
+    timeout_s: float = 30.0
+    max_retries: int = 2
     backoff_s: float = 1.0
 
     @classmethod
@@ -95,25 +100,20 @@ class OpenAIChatClient:
 
     def complete(self, messages: Sequence[Mapping[str, str]]) -> Completion:
         """One chat completion, retried on transient failures with exponential backoff."""
-        import openai
-
         settings = self.settings
-        attempt = 1
-        while True:
-            try:
-                response = self._client.chat.completions.create(
-                    model=settings.model,
-                    messages=[dict(message) for message in messages],
-                    temperature=settings.temperature,
-                    max_tokens=settings.max_tokens,
-                )
-            except openai.APIError as error:
-                if not _is_transient(error) or attempt > settings.max_retries:
-                    raise LLMError(self._failure(error, attempt)) from error
-                time.sleep(min(settings.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S))
-                attempt += 1
-            else:
-                return self._completion(response)
+        response = call_with_retries(
+            lambda: self._client.chat.completions.create(
+                model=settings.model,
+                messages=[dict(message) for message in messages],
+                temperature=settings.temperature,
+                max_tokens=settings.max_tokens,
+            ),
+            RetryPolicy(settings.timeout_s, settings.max_retries, settings.backoff_s),
+            f"LLM endpoint {settings.endpoint} (model {settings.model!r})",
+            LLM_VARIABLES[bool(settings.azure_endpoint)],
+            LLMError,
+        )
+        return self._completion(response)
 
     def _completion(self, response: Any) -> Completion:
         choice = response.choices[0] if response.choices else None
@@ -131,37 +131,127 @@ class OpenAIChatClient:
             model=response.model or self.settings.model,
         )
 
-    def _failure(self, error: Exception, attempts: int) -> str:
-        """What happened at which endpoint, and the likeliest fix."""
-        import openai
 
-        settings = self.settings
-        where = f"LLM endpoint {settings.endpoint} (model {settings.model!r})"
-        tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
-        if isinstance(error, openai.APITimeoutError):
-            return (
-                f"{where} timed out {tries} (timeout {settings.timeout_s:g} s each): check the "
-                "server is up and not overloaded, or raise the timeout"
-            )
-        if isinstance(error, openai.APIConnectionError):
-            return (
-                f"{where} could not be reached {tries}: {error}. Check AIPLATFORM_LLM_BASE_URL "
-                "(or AZURE_OPENAI_ENDPOINT) and that the server is running"
-            )
-        status = getattr(error, "status_code", None)
-        fixes = {
-            401: "check OPENAI_API_KEY (AZURE_OPENAI_API_KEY for Azure)",
-            403: "the key is not allowed to use this model or deployment",
-            404: "check AIPLATFORM_LLM_MODEL (the deployment name on Azure) and that the base "
-            "URL ends in /v1",
-            429: "rate limited or out of quota: lower the request rate or raise the quota",
-        }
-        fix = fixes.get(status) or (
-            "the server failed: retry later or check its logs"
-            if status and status >= 500
-            else "check the request settings"
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long one request may take, and how often and how patiently a transient failure is
+    retried: a silent server costs at most attempts x timeout plus the backoff."""
+
+    timeout_s: float
+    max_retries: int
+    backoff_s: float
+
+    def delay_s(self, attempt: int) -> float:
+        """The wait after failed attempt ``attempt`` (1-based), doubling up to a cap."""
+        return min(self.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointVariables:
+    """The settings a user changes to fix one endpoint, named in its error messages."""
+
+    base_url: str
+    api_key: str
+    model: str
+    timeout: str
+    max_retries: str | None = None
+
+
+LLM_VARIABLES = {
+    azure: EndpointVariables(
+        base_url="AZURE_OPENAI_ENDPOINT" if azure else "AIPLATFORM_LLM_BASE_URL",
+        api_key=api_key_variable(azure),
+        model="AIPLATFORM_LLM_MODEL (the deployment name on Azure)",
+        timeout="AIPLATFORM_LLM_TIMEOUT_S",
+        max_retries="AIPLATFORM_LLM_MAX_RETRIES",
+    )
+    for azure in (False, True)
+}
+
+
+def call_with_retries(
+    request: Callable[[], T],
+    policy: RetryPolicy,
+    where: str,
+    variables: EndpointVariables,
+    error_type: Callable[[str], PlatformError],
+) -> T:
+    """``request()``, retried on timeouts, connection errors, 429s and 5xx; any other failure,
+    or the last retry's, raises ``error_type`` with what happened at ``where`` and the fix.
+
+    Each retry is logged, so a slow endpoint is never a silent wait.
+    """
+    import openai
+
+    started = time.monotonic()
+    attempts = policy.max_retries + 1
+    attempt = 1
+    while True:
+        try:
+            return request()
+        except openai.APIError as error:
+            if not _is_transient(error) or attempt == attempts:
+                elapsed = time.monotonic() - started
+                raise error_type(
+                    describe_failure(error, where, attempt, policy, elapsed, variables)
+                ) from error
+            delay = policy.delay_s(attempt)
+            logger.warning(
+                "%s: %s on attempt %d of %d; retrying in %g s",
+                where, _what_happened(error, policy), attempt, attempts, delay,
+            )  # fmt: skip
+            time.sleep(delay)
+            attempt += 1
+
+
+def describe_failure(
+    error: Exception,
+    where: str,
+    attempts: int,
+    policy: RetryPolicy,
+    elapsed_s: float,
+    variables: EndpointVariables,
+) -> str:
+    """What happened at which endpoint, after how many attempts, and the likeliest fix."""
+    import openai
+
+    tries = f"after {attempts} attempt{'s' if attempts > 1 else ''}"
+    if isinstance(error, openai.APITimeoutError):
+        retries = f" or {variables.max_retries}" if variables.max_retries else ""
+        return (
+            f"{where} timed out {tries} ({policy.timeout_s:g} s each, {elapsed_s:.1f} s in all): "
+            f"check the server is up and not overloaded, or raise {variables.timeout}{retries}"
         )
-        return f"{where} failed {tries} with HTTP {status}: {error}. Fix: {fix}"
+    if isinstance(error, openai.APIConnectionError):
+        return (
+            f"{where} could not be reached {tries} ({_what_happened(error, policy)}): check "
+            f"{variables.base_url} and that the server is running"
+        )
+    status = getattr(error, "status_code", None)
+    fixes = {
+        401: f"check {variables.api_key}",
+        403: "the key is not allowed to use this model or deployment",
+        404: f"check {variables.model} and {variables.base_url} (an OpenAI-compatible base URL "
+        "ends in /v1)",
+        429: "rate limited or out of quota: lower the request rate or raise the quota",
+    }
+    fix = fixes.get(status) or (
+        "the server failed: retry later or check its logs"
+        if status and status >= 500
+        else "check the request settings"
+    )
+    return f"{where} failed {tries} with HTTP {status}: {error}. Fix: {fix}"
+
+
+def _what_happened(error: Exception, policy: RetryPolicy) -> str:
+    """A few words for the log: "timed out after 30 s", "[Errno 111] Connection refused"."""
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return f"timed out after {policy.timeout_s:g} s"
+    if isinstance(error, openai.APIConnectionError):
+        return str(error.__cause__ or error)
+    return f"HTTP {getattr(error, 'status_code', None)}"
 
 
 def _is_transient(error: Exception) -> bool:

@@ -1,10 +1,18 @@
 """Embedders: the packaged MiniLM and an OpenAI-compatible endpoint, both unit-length."""
 
+import time
+
 import numpy as np
 import pytest
 
-from aiplatform_dagster.models.embedders import OpenAIEmbedder
-from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer, hash_vector
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.embedders import EmbeddingError, OpenAIEmbedder
+from aiplatform_dagster_tests.fake_openai import (
+    FakeOpenAIServer,
+    closed_port_url,
+    hash_vector,
+    silent_endpoint,
+)
 
 
 def test_minilm_gives_unit_vectors_that_rank_paraphrases_together(embedder) -> None:
@@ -53,5 +61,57 @@ def test_openai_compatible_endpoint_in_batches_with_progress() -> None:
 def test_a_dimension_mismatch_says_what_to_fix() -> None:
     with FakeOpenAIServer(embedding_dimension=8, ignore_requested_dimensions=True) as server:
         embedder = OpenAIEmbedder(dimension=16, base_url=server.base_url, api_key="k")
-        with pytest.raises(ValueError, match="configured dimension is 16"):
+        with pytest.raises(EmbeddingError, match="configured dimension is 16"):
             embedder.encode(["text"])
+
+
+def fast_embedder(base_url: str, **overrides: float) -> OpenAIEmbedder:
+    settings = {"timeout_s": 0.5, "max_retries": 1, "backoff_s": 0.01} | overrides
+    return OpenAIEmbedder(dimension=16, base_url=base_url, api_key="k", **settings)
+
+
+def test_a_closed_port_is_reported_as_refused_with_the_variable_to_fix() -> None:
+    url = closed_port_url()
+    with pytest.raises(PlatformError) as raised:
+        fast_embedder(url).encode(["text"])
+
+    assert isinstance(raised.value, EmbeddingError)
+    message = str(raised.value)
+    assert url in message and "refused" in message and "after 2 attempts" in message
+    assert "AIPLATFORM_EMBEDDING_BASE_URL" in message
+
+
+def test_an_endpoint_that_never_answers_fails_within_the_configured_timeout() -> None:
+    with silent_endpoint() as url:
+        started = time.monotonic()
+        with pytest.raises(EmbeddingError) as raised:
+            fast_embedder(url).encode(["text"])
+        elapsed = time.monotonic() - started
+
+    # Two attempts of 0.5 s and one backoff; the margin covers a loaded machine, not a hang.
+    assert elapsed < 2 * 0.5 + 0.01 + 10
+    message = str(raised.value)
+    assert url in message and "timed out after 2 attempts (0.5 s each" in message
+    assert "AIPLATFORM_EMBEDDING_TIMEOUT_S" in message
+
+
+def test_a_server_error_is_retried_and_a_bad_key_is_not() -> None:
+    with FakeOpenAIServer() as server:
+        server.fail_next(1, status=503)
+        assert fast_embedder(server.base_url).encode(["text"]).shape == (1, 16)
+        assert len(server.requests) == 2
+
+        server.fail_next(1, status=401)
+        with pytest.raises(EmbeddingError, match=r"HTTP 401.*OPENAI_API_KEY"):
+            fast_embedder(server.base_url).encode(["text"])
+        assert len(server.requests) == 3
+
+
+def test_calls_are_bounded_by_default() -> None:
+    client = OpenAIEmbedder(base_url="http://127.0.0.1:9/v1").client
+    assert client.timeout == 30
+
+
+def test_openai_itself_without_a_key_says_which_variable_to_set() -> None:
+    with pytest.raises(EmbeddingError, match=r"OPENAI_API_KEY.*AIPLATFORM_EMBEDDING_BASE_URL"):
+        OpenAIEmbedder(api_key=None).encode(["text"])

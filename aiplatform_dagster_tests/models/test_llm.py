@@ -1,14 +1,22 @@
 """The OpenAI chat client, through the real openai package against a local fake server."""
 
+import logging
+import time
+
 import pytest
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.models.llm import LLMError, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 from aiplatform_dagster.rag.query.citations import resolve_citations
 from aiplatform_dagster.rag.query.context import Context, build_context
 from aiplatform_dagster.rag.query.prompts import build_messages
 from aiplatform_dagster.rag.query.retriever import RetrievedChunk
-from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.fake_openai import (
+    FakeOpenAIServer,
+    closed_port_url,
+    silent_endpoint,
+)
 
 QUESTION = "When does a page escalate?"
 
@@ -62,7 +70,37 @@ def test_timeouts_are_retried_with_backoff_then_reported_clearly() -> None:
     assert len(server.chat_requests()) == 3  # the first try and two retries
     message = str(raised.value)
     assert server.base_url in message and "timed out after 3 attempts" in message
-    assert "raise the timeout" in message
+    assert "AIPLATFORM_LLM_TIMEOUT_S" in message and "AIPLATFORM_LLM_MAX_RETRIES" in message
+
+
+def test_an_endpoint_that_never_answers_fails_within_its_timeouts_naming_the_variables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with silent_endpoint() as url, caplog.at_level(logging.WARNING):
+        client = LLMSettings(
+            base_url=url, api_key="sk-test", timeout_s=0.5, max_retries=1, backoff_s=0.01
+        ).build_client()
+        started = time.monotonic()
+        with pytest.raises(PlatformError) as raised:
+            client.complete([{"role": "user", "content": "hi"}])
+        elapsed = time.monotonic() - started
+
+    # Two attempts of 0.5 s and one backoff; the margin covers a loaded machine, not a hang.
+    assert elapsed < 2 * 0.5 + 0.01 + 10
+    assert isinstance(raised.value, LLMError)
+    message = str(raised.value)
+    assert url in message and "timed out after 2 attempts (0.5 s each" in message
+    assert "AIPLATFORM_LLM_TIMEOUT_S" in message and "AIPLATFORM_LLM_MAX_RETRIES" in message
+    [retry] = [r.getMessage() for r in caplog.records if r.name.endswith("models.llm")]
+    assert url in retry and "attempt 1 of 2" in retry  # the wait is not silent
+
+
+def test_by_default_a_silent_endpoint_is_given_up_on_within_two_minutes() -> None:
+    settings = LLMSettings()
+    attempts = settings.max_retries + 1
+    backoff = sum(settings.backoff_s * 2**n for n in range(settings.max_retries))
+    assert settings.timeout_s == 30
+    assert attempts * settings.timeout_s + backoff <= 120
 
 
 def test_a_server_error_then_success_returns_the_answer() -> None:
@@ -90,14 +128,14 @@ def test_rate_limits_are_retried_but_a_bad_key_is_not() -> None:
 
 
 def test_an_unreachable_endpoint_names_the_url_and_the_setting_to_check() -> None:
-    with FakeOpenAIServer() as server:
-        url = server.base_url
+    url = closed_port_url()
     settings = LLMSettings(
         base_url=url, api_key="sk-test", timeout_s=0.5, max_retries=1, backoff_s=0.01
     )
     with pytest.raises(LLMError, match="could not be reached after 2 attempts") as raised:
         settings.build_client().complete([{"role": "user", "content": "hi"}])
     assert url in str(raised.value) and "AIPLATFORM_LLM_BASE_URL" in str(raised.value)
+    assert "refused" in str(raised.value)
 
 
 def test_azure_openai_calls_the_deployment_with_the_api_version() -> None:
