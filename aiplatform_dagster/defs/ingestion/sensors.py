@@ -1,16 +1,61 @@
-"""Re-ingest when the document folder changes."""
+"""Re-ingest when the document folder changes, and again when a run did not ingest a change."""
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass, field, replace
 
 import dagster as dg
 
 from aiplatform_dagster.defs.ingestion.jobs import ingestion_job
 from aiplatform_dagster.defs.resources import DocumentSourceResource
-from aiplatform_dagster.rag.ingest.source_folder import diff_snapshots, snapshot_folder
+from aiplatform_dagster.rag.ingest.source_folder import Snapshot, diff_snapshots, snapshot_folder
+
+SENSOR_NAME = "new_documents_sensor"
+MAX_ATTEMPTS = 3
+"""Runs requested for one folder state; after that the sensor waits for the folder to change."""
+
+# The tags Dagster puts on every run a sensor requests (dagster._core.storage.tags).
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+
+
+@dataclass(frozen=True)
+class Requested:
+    """The last run requested: its key, the folder state it ingests, and which try it is."""
+
+    run_key: str
+    snapshot: Snapshot
+    attempt: int
+
+
+@dataclass(frozen=True)
+class DocumentsCursor:
+    """What is known to be ingested, and the request whose outcome is still to be seen.
+
+    ``seq`` counts requests, so run keys never repeat even when the folder returns to an
+    earlier state (a repeated key would make Dagster drop the run).
+    """
+
+    seq: int = 0
+    ingested: Snapshot = field(default_factory=dict)
+    requested: Requested | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> "DocumentsCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        if "seq" not in data:  # the previous version's cursor: the plain snapshot requested
+            return cls(ingested=data)
+        requested = data["requested"]
+        return cls(data["seq"], data["ingested"], Requested(**requested) if requested else None)
+
+    def dump(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dg.sensor(
+    name=SENSOR_NAME,
     job=ingestion_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
@@ -20,26 +65,68 @@ def new_documents_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests an ingestion run when files are added, changed or removed.
 
-    The cursor is the folder snapshot (modification time and size per file) the last run
-    request saw, so each change is picked up exactly once.
+    The cursor moves to a folder state only once a run ingesting it succeeded: while the
+    last run is queued or running nothing new is requested; a failed or canceled run's
+    change is requested again (with anything changed since), up to MAX_ATTEMPTS times.
     """
     if not documents.path.is_dir():
         return dg.SkipReason(f"Document folder {documents.folder} does not exist")
-    previous = json.loads(context.cursor) if context.cursor else {}
+    cursor = DocumentsCursor.parse(context.cursor)
+    last_run = _requested_run(context.instance, cursor.requested)
+    if last_run is not None and not last_run.is_finished:
+        return dg.SkipReason(
+            f"Waiting for run {last_run.run_id} ({last_run.status.value}) to finish "
+            "before looking for more changes"
+        )
+    if last_run is not None and last_run.is_success:
+        cursor = replace(cursor, ingested=cursor.requested.snapshot, requested=None)
     current = snapshot_folder(documents.path)
-    changes = diff_snapshots(previous, current)
+    changes = diff_snapshots(cursor.ingested, current)
     if not changes:
-        return dg.SkipReason(f"No changes under {documents.folder}")
-    cursor = json.dumps(current, sort_keys=True)
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=hashlib.sha256(cursor.encode()).hexdigest()[:16],
-                tags={
-                    "aiplatform/trigger": "new_documents_sensor",
-                    "aiplatform/changes": changes.summary(),
-                },
-            )
-        ],
-        cursor=cursor,
+        return dg.SensorResult(
+            skip_reason=f"No changes under {documents.folder}",
+            cursor=replace(cursor, requested=None).dump(),
+        )
+    retried = (
+        cursor.requested if cursor.requested and cursor.requested.snapshot == current else None
     )
+    attempt = retried.attempt + 1 if retried else 1
+    if attempt > MAX_ATTEMPTS:
+        name = last_run.run_id if last_run else f"with run key {retried.run_key}"
+        return dg.SkipReason(
+            f"Run {name} failed {MAX_ATTEMPTS} times on this folder state; fix the cause "
+            f"its logs show, or change a document under {documents.folder} to try again"
+        )
+    seq = (cursor.seq or _runs_so_far(context.instance)) + 1
+    run_key = f"{seq}-{_digest(current)}"
+    tags = {
+        "aiplatform/trigger": SENSOR_NAME,
+        "aiplatform/changes": changes.summary(),
+        "aiplatform/attempt": str(attempt),
+    }
+    if last_run is not None and not last_run.is_success:
+        tags["aiplatform/retry_of"] = last_run.run_id
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
+        cursor=replace(cursor, seq=seq, requested=Requested(run_key, current, attempt)).dump(),
+    )
+
+
+def _requested_run(
+    instance: dg.DagsterInstance, requested: Requested | None
+) -> dg.DagsterRun | None:
+    """The run Dagster created for the last request (None when none was, or it was deleted)."""
+    if requested is None:
+        return None
+    tags = {RUN_KEY_TAG: requested.run_key, SENSOR_NAME_TAG: SENSOR_NAME}
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=1)
+    return runs[0] if runs else None
+
+
+def _runs_so_far(instance: dg.DagsterInstance) -> int:
+    """Where a fresh (or reset) cursor starts counting, so it repeats no earlier run key."""
+    return instance.get_runs_count(filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: SENSOR_NAME}))
+
+
+def _digest(snapshot: Snapshot) -> str:
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:12]
