@@ -53,6 +53,23 @@ def _idf(doc_freq: np.ndarray, n_docs: int, kind: IdfKind) -> np.ndarray:
     return idf
 
 
+def term_counts(token_lists: Sequence[Sequence[str]]) -> tuple[list[str], sp.csr_matrix]:
+    """The vocabulary in first-seen order and a (terms, docs) matrix of term frequencies."""
+    vocabulary: dict[str, int] = {}
+    term_ids = np.fromiter(
+        (vocabulary.setdefault(t, len(vocabulary)) for tokens in token_lists for t in tokens),
+        dtype=np.int64,
+    )
+    doc_len = np.fromiter((len(tokens) for tokens in token_lists), np.int64, len(token_lists))
+    doc_of_token = np.repeat(np.arange(len(token_lists), dtype=np.int64), doc_len)
+    # COO -> CSR sums duplicate (term, doc) pairs into term frequencies.
+    coo = sp.coo_matrix(
+        (np.ones(term_ids.size), (term_ids, doc_of_token)),
+        shape=(len(vocabulary), len(token_lists)),
+    )
+    return list(vocabulary), coo.tocsr()
+
+
 class BM25Index:
     """An immutable BM25 index over chunk ids; build it with `build` or `from_tokens`."""
 
@@ -110,26 +127,44 @@ class BM25Index:
             raise ValueError("doc ids must be unique: a hit must name exactly one chunk")
         if idf not in ("lucene", "okapi"):
             raise ValueError(f"idf must be 'lucene' or 'okapi', not {idf!r}")
-        vocabulary: dict[str, int] = {}
-        term_ids = np.fromiter(
-            (vocabulary.setdefault(t, len(vocabulary)) for tokens in token_lists for t in tokens),
-            dtype=np.int64,
-        )
-        doc_len = np.fromiter((len(tokens) for tokens in token_lists), np.int64, len(token_lists))
+        vocabulary, counts = term_counts(token_lists)
+        return cls.from_counts(doc_ids, vocabulary, counts, k1=k1, b=b, idf=idf, analyzer=analyzer)
+
+    @classmethod
+    def from_counts(
+        cls,
+        doc_ids: Sequence[str],
+        vocabulary: Sequence[str],
+        counts: sp.csr_matrix,
+        *,
+        k1: float = 0.9,
+        b: float = 0.4,
+        idf: IdfKind = "lucene",
+        analyzer: Analyzer = analyze,
+    ) -> Self:
+        """Index from term frequencies, a (terms, docs) matrix: how a release combines the
+        counts its segments stored, without analysing any text again."""
+        if counts.shape != (len(vocabulary), len(doc_ids)):
+            raise ValueError(
+                f"counts have shape {counts.shape}, expected (terms, docs) = "
+                f"({len(vocabulary)}, {len(doc_ids)})"
+            )
+        if len(set(doc_ids)) != len(doc_ids):
+            raise ValueError("doc ids must be unique: a hit must name exactly one chunk")
+        if idf not in ("lucene", "okapi"):
+            raise ValueError(f"idf must be 'lucene' or 'okapi', not {idf!r}")
+        weights = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+        weights.sum_duplicates()
+        doc_len = np.asarray(weights.sum(axis=0)).ravel()
         n_docs = len(doc_ids)
-        shape = (len(vocabulary), n_docs)
-        doc_of_token = np.repeat(np.arange(n_docs, dtype=np.int64), doc_len)
-        # COO -> CSR sums duplicate (term, doc) pairs: entries start as term frequencies and are
-        # then turned into BM25 weights in place (float64, so scores match rank-bm25 to 1e-6).
-        coo = sp.coo_matrix((np.ones(term_ids.size), (term_ids, doc_of_token)), shape=shape)
-        weights = coo.tocsr()
         tf = weights.data
         doc_freq = np.diff(weights.indptr)
         avgdl = doc_len.mean() if doc_len.sum() else 1.0  # all-empty corpus: nothing to normalise
         length_norm = k1 * (1 - b + b * doc_len[weights.indices] / avgdl)
         idf_of_entry = np.repeat(_idf(doc_freq, n_docs, idf), doc_freq)
         weights.data = idf_of_entry * tf * (k1 + 1) / (tf + length_norm)
-        return cls(list(doc_ids), vocabulary, weights, k1=k1, b=b, idf=idf, analyzer=analyzer)
+        terms = {term: i for i, term in enumerate(vocabulary)}
+        return cls(list(doc_ids), terms, weights, k1=k1, b=b, idf=idf, analyzer=analyzer)
 
     def __len__(self) -> int:
         return len(self._doc_ids)

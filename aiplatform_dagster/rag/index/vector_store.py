@@ -15,17 +15,13 @@ the k-th and 4k-th neighbour, so results match brute force and scores are exact 
 Shards are faiss files opened with IO_FLAG_MMAP_IFC (faiss >= 1.11): opening a 1M index takes
 60 ms, mostly ids.json, where rebuilding fp16 from float32 took 2-3.6 s; processes share the pages.
 
-Layout of ``directory``: ``manifest.json`` names the current ``version-*`` folder, which holds
-``ids.json``, ``vectors.npy`` (float32) and ``scan-NNNN.faiss``. ``sync`` writes and fsyncs a
-complete new folder, then swaps ``manifest.json`` with os.replace, so a failed sync leaves the
-stored index intact and readers never see half an index. One writer at a time; an open index keeps
-serving the version it loaded until it is reopened.
+The vectors of an index release live in its segments (``rag/index/segments.py``): each segment
+folder holds ``vectors.npy`` (float32) and ``scan-NNNN.faiss`` for its rows, written once and never
+changed. ``EmbeddedVectorIndex`` searches the live rows of a release's segments; rows a later
+release dropped are skipped by a mask, so a release that changes 1% of the chunks shares the rest.
 """
 
-import hashlib
-import json
 import os
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,16 +29,13 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
-from uuid import uuid4
 
 import numpy as np
 
-from aiplatform_dagster.rag.index.atomic import fsync
 from aiplatform_dagster.rag.index.hits import Hit
 
-FORMAT_VERSION = 1
-_MANIFEST = "manifest.json"
-_VERSION_PREFIX = "version-"
+VECTORS_FILE = "vectors.npy"
+DEFAULT_SHARD_ROWS = 131_072
 _OVERSAMPLE = 4  # fp16 candidates per shard, as a multiple of k, re-scored exactly in float32
 _NORM_TOLERANCE = 1e-3
 UNCHANGED_ATOL = 1e-6
@@ -61,9 +54,7 @@ class SyncStats:
 
 
 class VectorStore(Protocol):
-    """What the query path needs from any vector backend (embedded, Weaviate)."""
-
-    def sync(self, ids: Sequence[str], vectors: np.ndarray) -> SyncStats: ...
+    """What the query path needs from any vector backend's view of one index release."""
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]: ...
 
@@ -77,7 +68,7 @@ class VectorStore(Protocol):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One loaded version: everything a search reads, swapped as a unit after a sync."""
+    """The vectors of one segment: everything a search reads, memory-mapped."""
 
     ids: list[str]
     vectors: np.ndarray  # (count, dim) float32, memory-mapped
@@ -92,24 +83,42 @@ class Snapshot:
 EMPTY_SNAPSHOT = Snapshot(ids=[], vectors=np.empty((0, 0), np.float32), shards=[], dimension=None)
 
 
+@dataclass(frozen=True)
+class LivePart:
+    """A segment's vectors and which of its rows the release still holds (None: all)."""
+
+    snapshot: Snapshot
+    live: np.ndarray | None = None
+
+    @property
+    def dead(self) -> int:
+        return 0 if self.live is None else int(self.snapshot.count - self.live.sum())
+
+    @property
+    def count(self) -> int:
+        return self.snapshot.count - self.dead
+
+
 class EmbeddedVectorIndex:
-    """Exact cosine search persisted in ``directory``; the module docstring explains the method."""
+    """Exact cosine search over the segments of one release; the module docstring explains how.
 
-    def __init__(self, directory: Path, shard_rows: int = 131_072) -> None:
-        """Open lazily: nothing is read until the first call, since Dagster imports this often.
+    Immutable: a release never changes, so searches need no lock and a reader keeps its view
+    for as long as it holds the object.
+    """
 
-        ``shard_rows`` sets the fp16 shard size of future syncs; shards are scanned in parallel.
-        """
-        self.directory = Path(directory)
-        self._shard_rows = shard_rows
-        self._snapshot: Snapshot | None = None
+    def __init__(self, parts: Sequence[LivePart]) -> None:
+        self._parts = [part for part in parts if part.count]
+        dimensions = {part.snapshot.dimension for part in self._parts}
+        if len(dimensions) > 1:
+            raise ValueError(f"segments of one release disagree on dimension: {sorted(dimensions)}")
+        self._dimension = dimensions.pop() if dimensions else None
 
     def count(self) -> int:
-        return self._current().count
+        return sum(part.count for part in self._parts)
 
     @property
     def dimension(self) -> int | None:
-        return self._current().dimension
+        return self._dimension
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Top-k chunks by cosine similarity, best first."""
@@ -117,62 +126,32 @@ class EmbeddedVectorIndex:
 
     def search_batch(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Top-k chunks for each row of ``queries`` (n, dim)."""
-        snapshot = self._current()
-        queries = check_queries(queries, k, snapshot.dimension, "index")
-        if snapshot.count == 0:
+        queries = check_queries(queries, k, self._dimension, "index release")
+        if not self._parts:
             return [[] for _ in queries]
         unit = unit_queries(queries)
-        k = min(k, snapshot.count)
-        candidates = np.concatenate(
-            list(_pool().map(lambda shard: _scan(shard, unit, k), snapshot.shards)), axis=1
-        )
-        return [
-            _rescore(snapshot, rows, query, k) for rows, query in zip(candidates, unit, strict=True)
-        ]
+        per_part = [_search_part(part, unit, k) for part in self._parts]
+        results = []
+        for query_number in range(len(unit)):
+            merged = [hit for hits in per_part for hit in hits[query_number]]
+            merged.sort(key=lambda hit: -hit.score)
+            results.append(merged[:k])
+        return results
 
-    def sync(self, ids: Sequence[str], vectors: np.ndarray) -> SyncStats:
-        """Make the store hold exactly these ids and vectors; rewrite only if something changed."""
-        ids = list(ids)
-        vectors = validate_vectors(ids, vectors)
-        stats = diff_vectors(self._current(), ids, vectors)
-        if stats.added or stats.updated or stats.removed:
-            self._snapshot = self._write(ids, vectors)
-        return stats
 
-    def _current(self) -> Snapshot:
-        if self._snapshot is None:
-            path = self.directory / _MANIFEST
-            manifest = json.loads(path.read_text("utf-8")) if path.exists() else None
-            self._snapshot = _open(self.directory, manifest) if manifest else EMPTY_SNAPSHOT
-        return self._snapshot
-
-    def _write(self, ids: list[str], vectors: np.ndarray) -> Snapshot:
-        folder = self.directory / f"{_VERSION_PREFIX}{uuid4().hex}"
-        folder.mkdir(parents=True)
-        try:
-            digest, shards = _write_version(folder, ids, vectors, self._shard_rows)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": folder.name,
-            "count": len(ids),
-            "dimension": vectors.shape[1],
-            "dtype": "float32",
-            "scan": "faiss-sq-fp16",
-            "shards": shards,
-            "digest": f"sha256:{digest}",
-        }
-        pending = self.directory / f"{_MANIFEST}.tmp"
-        pending.write_text(json.dumps(manifest, indent=2), "utf-8")
-        fsync(pending)
-        os.replace(pending, self.directory / _MANIFEST)
-        fsync(self.directory)
-        for entry in self.directory.glob(f"{_VERSION_PREFIX}*"):
-            if entry.name != folder.name:  # the old version and leftovers of crashed syncs
-                shutil.rmtree(entry, ignore_errors=True)
-        return _open(self.directory, manifest)
+def _search_part(part: LivePart, unit: np.ndarray, k: int) -> list[list[Hit]]:
+    """Each query's top-k live rows of one segment, exactly scored."""
+    snapshot = part.snapshot
+    wanted = min(k + part.dead, snapshot.count)
+    candidates = np.concatenate(
+        list(_pool().map(lambda shard: _scan(shard, unit, wanted), snapshot.shards)), axis=1
+    )
+    hits = []
+    for rows, query in zip(candidates, unit, strict=True):
+        if part.live is not None:
+            rows = rows[part.live[rows]]
+        hits.append(_rescore(snapshot, rows, query, k))
+    return hits
 
 
 @cache
@@ -274,46 +253,19 @@ def _checked_chunk(ids: list[str], vectors: np.ndarray, start: int) -> np.ndarra
     return chunk
 
 
-def diff_vectors(old: Snapshot, ids: list[str], vectors: np.ndarray) -> SyncStats:
-    """Validate every row and count what changed against the stored version."""
-    old_rows = {chunk_id: row for row, chunk_id in enumerate(old.ids)}
-    positions = np.fromiter((old_rows.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
-    comparable = old.dimension == vectors.shape[1]
-    unchanged = 0
-    for start in range(0, len(ids), _CHUNK_ROWS):
-        chunk = _checked_chunk(ids, vectors, start)
-        rows = positions[start : start + _CHUNK_ROWS]
-        kept = rows >= 0
-        if comparable and kept.any():
-            distance = np.abs(old.vectors[rows[kept]] - chunk[kept]).max(axis=1)
-            unchanged += int((distance <= UNCHANGED_ATOL).sum())
-    matched = int((positions >= 0).sum())
-    return SyncStats(
-        added=len(ids) - matched,
-        updated=matched - unchanged,
-        removed=old.count - matched,
-        unchanged=unchanged,
-        total=len(ids),
-    )
-
-
-def _write_version(
-    folder: Path, ids: list[str], vectors: np.ndarray, shard_rows: int
-) -> tuple[str, list[tuple[int, str]]]:
-    """Write ids, float32 vectors and fp16 scan shards; return the content digest and shards."""
+def write_vector_part(
+    folder: Path, ids: list[str], vectors: np.ndarray, shard_rows: int = DEFAULT_SHARD_ROWS
+) -> dict[str, Any]:
+    """Validate and write float32 vectors and fp16 scan shards; return what ``open`` needs."""
     import faiss
 
-    digest = hashlib.sha256()
-    ids_json = json.dumps(ids).encode("utf-8")
-    digest.update(ids_json)
-    (folder / "ids.json").write_bytes(ids_json)
+    vectors = validate_vectors(ids, vectors)
     matrix = np.lib.format.open_memmap(
-        folder / "vectors.npy", mode="w+", dtype=np.float32, shape=vectors.shape
+        folder / VECTORS_FILE, mode="w+", dtype=np.float32, shape=vectors.shape
     )
     for start in range(0, len(ids), _CHUNK_ROWS):
-        chunk = np.ascontiguousarray(vectors[start : start + _CHUNK_ROWS], dtype=np.float32)
+        chunk = _checked_chunk(ids, vectors, start)
         matrix[start : start + len(chunk)] = chunk
-        digest.update(chunk)
     matrix.flush()
     shards = []
     for number, start in enumerate(range(0, len(ids), shard_rows)):
@@ -325,28 +277,19 @@ def _write_version(
         faiss.write_index(scan, str(folder / name))
         shards.append((start, name))
     del matrix
-    for path in folder.iterdir():
-        fsync(path)
-    fsync(folder)
-    return digest.hexdigest(), shards
+    return {"dimension": int(vectors.shape[1]), "shards": shards, "scan": "faiss-sq-fp16"}
 
 
-def _open(directory: Path, manifest: dict[str, Any]) -> Snapshot:
-    """Memory-map one stored version."""
+def open_vector_part(folder: Path, ids: list[str], meta: dict[str, Any]) -> Snapshot:
+    """Memory-map one segment's vectors (the caller has checked the files' sizes)."""
     import faiss
 
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ValueError(
-            f"{directory} holds index format {manifest['format_version']} but this code reads "
-            f"{FORMAT_VERSION}: re-run chunk_embeddings to rebuild the index"
-        )
-    folder = directory / manifest["version"]
     return Snapshot(
-        ids=json.loads((folder / "ids.json").read_text("utf-8")),
-        vectors=np.load(folder / "vectors.npy", mmap_mode="r"),
+        ids=ids,
+        vectors=np.load(folder / VECTORS_FILE, mmap_mode="r"),
         shards=[
             (start, faiss.read_index(str(folder / name), faiss.IO_FLAG_MMAP_IFC))
-            for start, name in manifest["shards"]
+            for start, name in meta["shards"]
         ],
-        dimension=manifest["dimension"],
+        dimension=meta["dimension"],
     )

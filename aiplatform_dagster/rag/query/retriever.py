@@ -3,14 +3,18 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from aiplatform_dagster.models.embedders import Embedder
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
 from aiplatform_dagster.rag.index.bm25 import BM25Index
 from aiplatform_dagster.rag.index.hits import Hit
-from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex, VectorStore
+from aiplatform_dagster.rag.index.segments import CorruptIndexError
+from aiplatform_dagster.rag.index.vector_store import VectorStore
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 from aiplatform_dagster.rag.query.fusion import reciprocal_rank_fusion, score_fusion
+
+if TYPE_CHECKING:
+    from aiplatform_dagster.rag.index.releases import Release
 
 
 class SearchMode(StrEnum):
@@ -46,7 +50,7 @@ class RetrievedChunk:
 
 
 class Retriever:
-    """Runs a query against BM25 and the vector store and returns chunks with scores."""
+    """Runs a query against BM25 and the vector store of one index release."""
 
     def __init__(
         self,
@@ -54,27 +58,25 @@ class Retriever:
         bm25: BM25Index,
         vectors: VectorStore,
         embedder: Embedder,
+        release_id: str | None = None,
     ) -> None:
         self._chunks = {chunk.chunk_id: chunk for chunk in chunks}
         self._bm25 = bm25
         self._vectors = vectors
         self._embedder = embedder
+        self.release_id = release_id
 
     @classmethod
-    def from_store(
-        cls, store: IngestionStore, embedder: Embedder, vectors: VectorStore | None = None
+    def from_release(
+        cls, release: "Release", embedder: Embedder, vectors: VectorStore | None = None
     ) -> "Retriever":
-        """Open the indexes a materialisation of the ingestion group left in ``store``."""
-        if not store.bm25_dir.exists():
-            raise FileNotFoundError(
-                f"No BM25 index under {store.root}: materialise the ingestion group first "
-                "(make ingest, or 'Materialize all' on the ingestion group in the UI)"
-            )
+        """Search ``release`` (vectors from a server backend when given, else its segments)."""
         return cls(
-            store.read_chunks(),
-            BM25Index.load(store.bm25_dir),
-            vectors or EmbeddedVectorIndex(store.vector_dir),
+            release.chunks,
+            release.bm25,
+            vectors or release.vectors,
             embedder,
+            release.release_id,
         )
 
     def keyword_hits(self, query: str, k: int) -> list[Hit]:
@@ -112,8 +114,12 @@ class Retriever:
         hybrid: HybridConfig | None = None,
     ) -> list[RetrievedChunk]:
         """Like ``hits`` but with the chunks (text, title, source) attached."""
-        return [
-            RetrievedChunk(self._chunks[hit.chunk_id], hit.score)
-            for hit in self.hits(query, mode, k, hybrid)
-            if hit.chunk_id in self._chunks
-        ]
+        hits = self.hits(query, mode, k, hybrid)
+        unknown = [hit.chunk_id for hit in hits if hit.chunk_id not in self._chunks]
+        if unknown:
+            raise CorruptIndexError(
+                f"index release {self.release_id}: the {mode.value} index returned "
+                f"{len(unknown)} chunk ids the release does not hold (e.g. {unknown[0]}); "
+                "its vector backend is out of step with it. Publish the release again."
+            )
+        return [RetrievedChunk(self._chunks[hit.chunk_id], hit.score) for hit in hits]

@@ -1,0 +1,204 @@
+"""Segments: immutable, content-addressed sets of chunks with their vectors and term counts.
+
+A release is a list of segments plus, per segment, which rows it still holds. A new release
+writes one segment for the chunks that changed and shares every other segment with its
+predecessor, so a release that changes 1% of the documents costs about 1% of a full build.
+
+A segment folder is written under a scratch name, fsynced, then renamed to its content hash:
+a crash leaves only scratch, and two writers of the same content end with one folder.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.rag.index.atomic import fsync
+from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION
+from aiplatform_dagster.rag.index.vector_store import (
+    Snapshot,
+    open_vector_part,
+    write_vector_part,
+)
+from aiplatform_dagster.rag.ingest.chunking import Chunk
+
+FORMAT_VERSION = 1
+SEGMENT_FILE = "segment.json"
+CHUNKS_FILE = "chunks.parquet"
+TERMS_FILE = "terms.json"
+COUNTS_FILE = "counts.npz"
+
+
+class CorruptIndexError(PlatformError):
+    """A stored index file is missing, truncated or unreadable; the message names it."""
+
+
+def corrupt(path: Path, problem: str) -> CorruptIndexError:
+    """The error for a damaged file, with what the user should do about it."""
+    return CorruptIndexError(
+        f"{path}: {problem}. The release that holds it cannot be opened; readers stay on the "
+        "release they have. Build a new release (materialise the ingestion group, or "
+        "`make ingest`); it will not reuse data from this one."
+    )
+
+
+def write_records(path: Path, records: Sequence[Any], record_type: type) -> None:
+    """Dataclass records as a Parquet table (an empty table keeps the columns)."""
+    names = [f.name for f in fields(record_type)]
+    rows = [asdict(record) for record in records]
+    table = pa.Table.from_pylist(rows) if rows else pa.table({name: [] for name in names})
+    pq.write_table(table, path)
+
+
+def read_records(path: Path, record_type: type) -> list[Any]:
+    try:
+        return [record_type(**row) for row in pq.read_table(path).to_pylist()]
+    except (OSError, pa.ArrowException, TypeError) as error:
+        raise corrupt(path, f"unreadable ({error})") from error
+
+
+def segment_id(chunks: Sequence[Chunk], vectors: np.ndarray) -> str:
+    """Content hash of the rows: equal content, equal id, one folder."""
+    digest = hashlib.sha256(json.dumps([asdict(c) for c in chunks], sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def write_segment(
+    segments_dir: Path,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    terms: Sequence[str],
+    counts: sp.csr_matrix,
+) -> "Segment":
+    """Write a segment (or find the identical one already written) and return it opened."""
+    if len(chunks) != len(vectors) or counts.shape[1] != len(chunks):
+        raise ValueError(
+            f"segment rows disagree: {len(chunks)} chunks, {len(vectors)} vectors, "
+            f"{counts.shape[1]} term-count columns"
+        )
+    identifier = segment_id(chunks, vectors)
+    target = Path(segments_dir) / identifier
+    if target.exists():
+        return Segment(target)
+    scratch = target.with_name(f".{identifier}.{uuid.uuid4().hex}.tmp")
+    scratch.mkdir(parents=True)
+    try:
+        write_records(scratch / CHUNKS_FILE, chunks, Chunk)
+        vector_meta = write_vector_part(scratch, [c.chunk_id for c in chunks], vectors)
+        (scratch / TERMS_FILE).write_text(json.dumps(list(terms), ensure_ascii=False), "utf-8")
+        sp.save_npz(scratch / COUNTS_FILE, sp.csr_matrix(counts), compressed=True)
+        for path in scratch.iterdir():
+            fsync(path)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "segment_id": identifier,
+            "rows": len(chunks),
+            "vectors": vector_meta,
+            "analyzer": ANALYZER_VERSION,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": {path.name: path.stat().st_size for path in sorted(scratch.iterdir())},
+        }
+        (scratch / SEGMENT_FILE).write_text(json.dumps(meta, indent=1), "utf-8")
+        fsync(scratch / SEGMENT_FILE)
+        fsync(scratch)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not target.exists():
+                raise
+            shutil.rmtree(scratch, ignore_errors=True)  # another writer made the same segment
+        fsync(target.parent)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return Segment(target)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """An opened segment; reading its parts is lazy, checking its files is not."""
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        self.verify()
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        path = self.folder / SEGMENT_FILE
+        try:
+            meta = json.loads(path.read_text("utf-8"))
+        except FileNotFoundError as error:
+            raise corrupt(path, "missing (the segment folder is incomplete)") from error
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise corrupt(path, f"unreadable ({error})") from error
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise corrupt(path, f"format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        return meta
+
+    def verify(self) -> None:
+        """Every file present with the size it was written with: catches truncation cheaply."""
+        for name, size in self.meta["files"].items():
+            path = self.folder / name
+            try:
+                found = os.stat(path).st_size
+            except FileNotFoundError as error:
+                raise corrupt(path, "missing") from error
+            if found != size:
+                raise corrupt(path, f"{found} bytes, written as {size} (truncated or replaced)")
+
+    @property
+    def segment_id(self) -> str:
+        return self.meta["segment_id"]
+
+    @property
+    def rows(self) -> int:
+        return int(self.meta["rows"])
+
+    @property
+    def analyzer(self) -> str:
+        return self.meta["analyzer"]
+
+    @cached_property
+    def chunks(self) -> list[Chunk]:
+        return read_records(self.folder / CHUNKS_FILE, Chunk)
+
+    @cached_property
+    def vectors(self) -> Snapshot:
+        try:
+            return open_vector_part(
+                self.folder, [c.chunk_id for c in self.chunks], self.meta["vectors"]
+            )
+        except (OSError, ValueError, RuntimeError) as error:
+            raise corrupt(self.folder / "vectors.npy", f"unreadable ({error})") from error
+
+    @cached_property
+    def terms(self) -> list[str]:
+        path = self.folder / TERMS_FILE
+        try:
+            return json.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise corrupt(path, f"unreadable ({error})") from error
+
+    @cached_property
+    def counts(self) -> sp.csr_matrix:
+        """Term frequencies, (terms, rows)."""
+        path = self.folder / COUNTS_FILE
+        try:
+            return sp.load_npz(path).tocsr()
+        except (OSError, ValueError, EOFError, KeyError) as error:
+            raise corrupt(path, f"unreadable ({error})") from error
