@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from aiplatform_dagster.evaluation.beir import BeirDoc, load_beir, write_beir
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.evaluation.beir import (
+    BeirDatasetError,
+    BeirDoc,
+    load_beir,
+    load_judged_queries,
+    write_beir,
+)
 
 CORPUS = [
     BeirDoc("d1", "Hybrid search", "BM25 plus dense vectors."),
@@ -30,6 +37,7 @@ def test_round_trip_keeps_docs_judged_queries_and_zero_grades(dataset_dir: Path)
     assert all(
         isinstance(grade, int) for grades in dataset.qrels.values() for grade in grades.values()
     )
+    assert dataset.warnings == ()
 
 
 def test_split_selects_the_qrels_file(dataset_dir: Path) -> None:
@@ -42,14 +50,49 @@ def test_split_selects_the_qrels_file(dataset_dir: Path) -> None:
 
 
 def test_missing_qrels_file_is_named(dataset_dir: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"qrels/train\.tsv"):
+    with pytest.raises(PlatformError, match=r"qrels/train\.tsv"):
         load_beir(dataset_dir, split="train")
 
 
 def test_missing_corpus_is_named(dataset_dir: Path) -> None:
     (dataset_dir / "corpus.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=r"corpus\.jsonl"):
+    with pytest.raises(PlatformError, match=r"corpus\.jsonl"):
         load_beir(dataset_dir)
+
+
+def test_an_empty_corpus_is_an_error_not_a_score_of_zero(tmp_path: Path) -> None:
+    write_beir(tmp_path, [], QUERIES, QRELS)
+    with pytest.raises(BeirDatasetError, match=r"corpus\.jsonl.*no documents"):
+        load_beir(tmp_path)
+
+
+def test_a_split_that_judges_no_query_is_an_error(tmp_path: Path) -> None:
+    write_beir(tmp_path, CORPUS, QUERIES, {}, split="dev")
+    with pytest.raises(BeirDatasetError, match=r"qrels/dev\.tsv.*no query"):
+        load_beir(tmp_path, split="dev")
+    with pytest.raises(BeirDatasetError, match=r"qrels/dev\.tsv.*no query"):
+        load_judged_queries(tmp_path, split="dev")
+
+
+def test_judged_documents_missing_from_the_corpus_are_counted_in_a_warning(
+    tmp_path: Path,
+) -> None:
+    qrels = {"q1": {"d1": 2, "gone-1": 1}, "q2": {"gone-2": 1, "gone-3": 0}}
+    write_beir(tmp_path, CORPUS, QUERIES, qrels)
+
+    dataset = load_beir(tmp_path)
+
+    [warning] = dataset.warnings
+    assert "3 of 4 judged documents" in warning and "qrels/test.tsv" in warning
+    assert "'gone-1'" in warning and "'gone-2'" in warning
+    assert "1 of 2 judged queries" in warning  # q2 has no relevant document left: it scores 0
+    assert dataset.qrels == qrels  # scored as judged, as BEIR does: the warning says why it is low
+
+
+def test_a_corpus_holding_none_of_the_judged_documents_is_an_error(tmp_path: Path) -> None:
+    write_beir(tmp_path, CORPUS, QUERIES, {"q1": {"x1": 1}, "q2": {"x2": 1}})
+    with pytest.raises(BeirDatasetError, match=r"none of the 2 documents judged in qrels/test"):
+        load_beir(tmp_path)
 
 
 def test_malformed_qrels_line_reports_its_number(dataset_dir: Path) -> None:
