@@ -4,6 +4,10 @@ First-stage retrieval scores query and chunk separately; a cross-encoder reads t
 which ranks the top candidates far better at a cost that only a few dozen pairs can afford.
 The model comes from a local folder, the Hugging Face hub/cache, or MLflow (so a reranker
 fine-tuned and registered by the MLOps loop is served by its registry URI).
+
+A model that cannot be loaded raises ``RerankerError`` naming the model and the setting that
+chose it, ``AIPLATFORM_RERANKER_MODEL``: a local folder is checked when the reranker is
+built, an MLflow URI or hub name when its weights are first needed.
 """
 
 import os
@@ -13,9 +17,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.rag.query.retriever import RetrievedChunk
 
 MLFLOW_URI_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
+MODEL_VARIABLE = "AIPLATFORM_RERANKER_MODEL"
+FIX = (
+    f"Set {MODEL_VARIABLE} to a local CrossEncoder folder or an MLflow URI such as "
+    "models:/reranker@champion, or unset it to search without reranking"
+)
+
+
+class RerankerError(PlatformError):
+    """The configured reranker model cannot be loaded; the message names it and the fix."""
 
 
 class Reranker(Protocol):
@@ -70,11 +84,10 @@ class CrossEncoderReranker:
         try:
             return CrossEncoder(path_or_name, device=self._device, max_length=self._max_length)
         except OSError as exc:
-            raise OSError(
+            raise RerankerError(
                 f"Could not load cross-encoder {self._source!r}: {str(exc).rstrip('.')}. "
-                "Point the reranker at a local model folder or an MLflow URI "
-                "(models:/name@alias); a hub model name only works once it is in the Hugging "
-                "Face cache, or with HF_HUB_OFFLINE=0 where the hub is reachable."
+                f"{FIX}; a hub model name only works once it is in the Hugging Face cache, or "
+                "with HF_HUB_OFFLINE=0 where the hub is reachable."
             ) from exc
 
     def rerank(
@@ -114,22 +127,19 @@ def _check_local_model(model: str) -> None:
     path = Path(model).expanduser()
     if not path.exists():
         if _looks_like_path(model):
-            raise FileNotFoundError(
-                f"Reranker model folder {path} does not exist: fix the path, or use an MLflow "
-                "URI such as models:/reranker@champion"
-            )
+            raise RerankerError(f"Reranker model folder {path} does not exist. {FIX}.")
         return  # a hub model name
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"Reranker model folder {path} has no config.json: point at the folder that "
-            "CrossEncoder.save_pretrained() wrote"
+        raise RerankerError(
+            f"Reranker model folder {path} has no config.json: set {MODEL_VARIABLE} to the "
+            "folder that CrossEncoder.save_pretrained() wrote"
         )
     modules = path / "modules.json"
     if modules.is_file() and "Pooling" in modules.read_text(encoding="utf-8"):
-        raise ValueError(
+        raise RerankerError(
             f"{path} holds an embedding (bi-encoder) model, not a cross-encoder: a reranker "
             "needs a model trained to score (query, passage) pairs, such as a fine-tuned "
-            "CrossEncoder or cross-encoder/ms-marco-MiniLM-L6-v2"
+            f"CrossEncoder or cross-encoder/ms-marco-MiniLM-L6-v2. {FIX}."
         )
 
 
@@ -141,19 +151,20 @@ def _download_from_mlflow(uri: str, destination: Path) -> Path:
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=destination))
     except MlflowException as exc:
-        raise FileNotFoundError(
+        raise RerankerError(
             f"Could not download reranker {uri} from the MLflow tracking server "
-            f"{mlflow.get_tracking_uri()}: {exc.message}. Check MLFLOW_TRACKING_URI and that "
-            "the run, model version or alias exists."
+            f"{mlflow.get_tracking_uri()}: {exc.message}. Check MLFLOW_TRACKING_URI, and that "
+            f"the run, model version or alias that {MODEL_VARIABLE} names exists."
         ) from exc
     configs = sorted(
         local.rglob("config.json"), key=lambda config: (len(config.parts), str(config))
     )
     if not configs:
-        raise FileNotFoundError(
+        raise RerankerError(
             f"MLflow artifact {uri} holds no model folder (no config.json): log the folder "
             "that CrossEncoder.save_pretrained() wrote, e.g. "
-            "mlflow.log_artifacts(folder, 'reranker'), and load runs:/<run_id>/reranker"
+            "mlflow.log_artifacts(folder, 'reranker'), and set "
+            f"{MODEL_VARIABLE}=runs:/<run_id>/reranker"
         )
     _check_local_model(str(configs[0].parent))
     return configs[0].parent

@@ -12,9 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.models.embedders import packaged_minilm_path
 from aiplatform_dagster.rag.ingest.chunking import Chunk
-from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Reranker, load_reranker
+from aiplatform_dagster.rag.query.rerank import (
+    CrossEncoderReranker,
+    Reranker,
+    RerankerError,
+    load_reranker,
+)
 from aiplatform_dagster.rag.query.retriever import RetrievedChunk
 from aiplatform_dagster_tests.cross_encoder import TRIPLES
 
@@ -142,17 +148,35 @@ def test_an_mlflow_artifact_without_a_model_folder_says_what_to_log(
         mlflow.log_artifacts(str(notes), "reranker")
 
     reranker = CrossEncoderReranker(f"runs:/{run.info.run_id}/reranker")
-    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+    with pytest.raises(RerankerError, match=r"no config\.json"):
         reranker.rerank(QUERY, candidates, top_n=1)
 
 
 def test_an_unknown_mlflow_run_names_the_tracking_server(
     mlflow_store: str, candidates: list[RetrievedChunk]
 ) -> None:
-    reranker = CrossEncoderReranker("runs:/0123456789abcdef/reranker")
+    uri = "runs:/0123456789abcdef/reranker"
+    reranker = load_reranker(uri)
+    assert reranker is not None
 
-    with pytest.raises(FileNotFoundError, match="MLFLOW_TRACKING_URI"):
+    with pytest.raises(PlatformError, match="MLFLOW_TRACKING_URI") as error:
         reranker.rerank(QUERY, candidates, top_n=1)
+
+    assert isinstance(error.value, RerankerError)
+    assert uri in str(error.value) and "AIPLATFORM_RERANKER_MODEL" in str(error.value)
+
+
+def test_a_hub_name_that_is_not_cached_names_the_model_and_the_variable(
+    candidates: list[RetrievedChunk], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    reranker = load_reranker("no-such-org/no-such-reranker")
+    assert reranker is not None
+
+    with pytest.raises(RerankerError, match="no-such-org/no-such-reranker") as error:
+        reranker.rerank(QUERY, candidates, top_n=1)
+
+    assert "AIPLATFORM_RERANKER_MODEL" in str(error.value)
 
 
 def test_no_model_configured_means_no_reranker() -> None:
@@ -163,12 +187,18 @@ def test_no_model_configured_means_no_reranker() -> None:
 def test_a_missing_folder_is_reported_with_its_path(tmp_path: Path) -> None:
     missing = tmp_path / "rerankers" / "v3"
 
-    with pytest.raises(FileNotFoundError, match="does not exist") as error:
+    with pytest.raises(PlatformError, match="does not exist") as error:
         load_reranker(str(missing))
 
-    assert str(missing) in str(error.value)
+    assert isinstance(error.value, RerankerError)
+    assert str(missing) in str(error.value) and "AIPLATFORM_RERANKER_MODEL" in str(error.value)
+
+
+def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RerankerError, match=r"no config\.json.*AIPLATFORM_RERANKER_MODEL"):
+        load_reranker(str(tmp_path))
 
 
 def test_an_embedding_model_folder_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a cross-encoder"):
+    with pytest.raises(RerankerError, match="not a cross-encoder"):
         load_reranker(packaged_minilm_path())
