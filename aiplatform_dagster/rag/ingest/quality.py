@@ -1,7 +1,7 @@
 """Data-quality expectations on chunks and embeddings, evaluated with Great Expectations.
 
 Each function returns one ``QualityResult`` per expectation so any orchestrator (Dagster
-asset checks here) can show which rule failed and on how many rows.
+asset checks here) can show which rule failed, on how many rows, and which rows.
 """
 
 from collections.abc import Sequence
@@ -13,6 +13,7 @@ import numpy as np
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 
 UNIT_NORM_TOLERANCE = 1e-3
+_MAX_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,14 @@ class QualityResult:
     unexpected_examples: list[Any]
 
 
-def _validate(frame: Any, expectations: dict[str, tuple[str, Any]]) -> list[QualityResult]:
-    """Run named expectations against one pandas DataFrame in an ephemeral GX context."""
+def _validate(
+    frame: Any, expectations: dict[str, tuple[str, Any]], id_columns: list[str]
+) -> list[QualityResult]:
+    """Run named expectations against one pandas DataFrame in an ephemeral GX context.
+
+    A failed expectation's description and examples name the offending rows by
+    ``id_columns``, so a person can go from a red check to the document that caused it.
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -37,20 +44,52 @@ def _validate(frame: Any, expectations: dict[str, tuple[str, Any]]) -> list[Qual
         .add_batch_definition_whole_dataframe("whole")
         .get_batch(batch_parameters={"dataframe": frame})
     )
+    result_format = {"result_format": "SUMMARY", "unexpected_index_column_names": id_columns}
     results = []
     for name, (description, expectation) in expectations.items():
-        outcome = batch.validate(expectation)
+        outcome = batch.validate(expectation, result_format=result_format)
         details = outcome.result or {}
+        unexpected = int(details.get("unexpected_count") or 0)
+        rows = list(details.get("partial_unexpected_index_list") or [])[:_MAX_EXAMPLES]
+        examples = [_describe_row(row, id_columns) for row in rows]
+        if not outcome.success:
+            description = _with_offenders(description, details, examples, unexpected)
         results.append(
             QualityResult(
                 name=name,
                 success=bool(outcome.success),
                 description=description,
-                unexpected_count=int(details.get("unexpected_count") or 0),
-                unexpected_examples=list(details.get("partial_unexpected_list") or [])[:5],
+                unexpected_count=unexpected,
+                unexpected_examples=examples,
             )
         )
     return results
+
+
+def _describe_row(row: dict[str, Any], id_columns: list[str]) -> str:
+    """'doc_id guide.md, position 3, chunk_id 1f0c...: token_count=364'."""
+    where = ", ".join(f"{column} {row[column]}" for column in id_columns)
+    values = [
+        f"{column}={_show(value)}" for column, value in row.items() if column not in id_columns
+    ]
+    return f"{where}: {', '.join(values)}" if values else where
+
+
+def _show(value: Any) -> str:
+    """A checked value, short: a blank text shows as '', a norm to six digits."""
+    if isinstance(value, str):
+        return repr(value[:60])
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _with_offenders(
+    description: str, details: dict[str, Any], examples: list[str], unexpected: int
+) -> str:
+    """The rule, then the rows that broke it (or the table-level value observed)."""
+    if "observed_value" in details:
+        return f"{description}; observed {details['observed_value']}"
+    more = f" and {unexpected - len(examples)} more" if unexpected > len(examples) else ""
+    return f"{description}; failing: {'; '.join(examples)}{more}"
 
 
 def check_chunks(
@@ -64,6 +103,7 @@ def check_chunks(
         {
             "chunk_id": [c.chunk_id for c in chunks],
             "doc_id": [c.doc_id for c in chunks],
+            "position": [c.position for c in chunks],
             "text": [c.text.strip() for c in chunks],
             "token_count": [c.token_count for c in chunks],
         }
@@ -93,6 +133,7 @@ def check_chunks(
                 ),
             ),
         },
+        id_columns=["doc_id", "position", "chunk_id"],
     )
 
 
@@ -134,4 +175,5 @@ def check_embeddings(
                 ),
             ),
         },
+        id_columns=["chunk_id"],
     )
