@@ -1,23 +1,30 @@
-"""Weaviate as the vector backend, for deployments that run a Weaviate server.
+"""Weaviate as the vector backend: one collection per index release, one alias per pointer.
 
-It meets the contract of ``EmbeddedVectorIndex``: ``sync`` validates and counts changes with the
-embedded index's own helpers, so both backends accept, reject and report the same input, and
-``search`` returns cosine similarity (1 - Weaviate's cosine distance), best first.
+The repository (``rag/index/releases.py``) stays the source of truth; this backend mirrors it on
+a server. ``prepare`` uploads a release's live vectors into its own collection
+``{Prefix}_{release id}``, ``point`` moves the collection alias ``{Prefix}_{Pointer}`` (for
+example ``Aiplatform_Current``) to it, and ``drop`` deletes it when retention deletes the
+release. The prefix scopes every name, so two environments can share one server. Aliases exist
+from Weaviate 1.32; older servers are refused when the client connects.
 
 Each chunk is one object with property ``chunk_id``, one self-provided named vector and UUID
-``generate_uuid5(chunk_id)``, so a re-sync upserts rather than duplicates, and only added or changed
-vectors are written. Weaviate's HNSW index is approximate: it matches brute force on small
-collections, with high but not perfect recall on large ones.
+``generate_uuid5(chunk_id)``, so uploading a release again overwrites rather than duplicates: a
+``prepare`` that failed half-way completes when run again, and checks the object count at the end.
 
-Unlike the embedded index, a sync is not atomic: batches land one by one, so a failed sync can leave
-old and new vectors mixed. Re-running it converges, because every write is an idempotent upsert.
+Readers open a release's collection by its own name, never through the alias, so a reader keeps
+its release for life as the embedded index's readers do; scores are cosine similarity
+(1 - Weaviate's cosine distance), best first. Weaviate's HNSW index is approximate: it matches
+brute force on small collections, with high but not perfect recall on large ones.
 
 ``weaviate`` is imported inside methods: it is heavy, and Dagster imports this module in every
 process, including those that use the embedded backend.
 """
 
+import re
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -25,29 +32,39 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.rag.index.hits import Hit
-
-# Shared with the embedded index, so both backends validate, count changes and check queries alike.
-from aiplatform_dagster.rag.index.vector_store import (
-    EMPTY_SNAPSHOT,
-    UNCHANGED_ATOL,
-    Snapshot,
-    SyncStats,
-    check_queries,
-    diff_vectors,
-    single_query,
-    unit_queries,
-    validate_vectors,
-)
+from aiplatform_dagster.rag.index.vector_store import check_queries, single_query, unit_queries
 
 if TYPE_CHECKING:
     from weaviate import WeaviateClient
     from weaviate.collections import Collection
 
-DEFAULT_COLLECTION = "AiplatformChunk"
+    from aiplatform_dagster.rag.index.releases import Release
+
+DEFAULT_PREFIX = "Aiplatform"
 DEFAULT_GRPC_PORT = 50051
+MINIMUM_VERSION = (1, 32)
+"""Collection aliases, which the pointers are, exist from this server version."""
 _PROPERTY = "chunk_id"
 _VECTOR = "default"  # the one named vector; named explicitly so reads and writes agree on it
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class WeaviateError(PlatformError):
+    """A Weaviate operation failed; the message names the server, what failed and the fix."""
+
+
+class WeaviateUnavailable(WeaviateError):
+    """The server cannot be reached, or stopped answering within the timeout."""
+
+
+class MissingCollection(WeaviateError):
+    """A release has no collection on the server: never uploaded, or dropped by retention."""
+
+
+class WeaviateSettingError(WeaviateError, ValueError):
+    """A URL or name prefix that cannot work, found before connecting."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,9 @@ class WeaviateEndpoint:
         """HTTP on the URL's port (80/443 by default); gRPC on the same host, secure with https."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"Weaviate URL must look like http://host:8080 or https://host, got {url!r}"
+            raise WeaviateSettingError(
+                f"Weaviate URL must look like http://host:8080 or https://host, got {url!r}: "
+                "fix AIPLATFORM_WEAVIATE_URL"
             )
         secure = parts.scheme == "https"
         return cls(
@@ -80,35 +98,124 @@ class WeaviateEndpoint:
         )
 
 
-class WeaviateVectorStore:
-    """A ``VectorStore`` in one Weaviate collection; the module docstring explains the layout."""
+class WeaviateBackend:
+    """A ``VectorBackend`` on a Weaviate server; the module docstring explains the layout."""
+
+    name = "weaviate"
 
     def __init__(
         self,
         url: str,
-        collection: str = DEFAULT_COLLECTION,
-        api_key: str | None = None,
+        api_key: str | None,
+        prefix: str = DEFAULT_PREFIX,
         grpc_port: int | None = None,
-        batch_size: int = 256,
-        client_factory: Callable[[], Any] | None = None,
+        timeout_s: float = 30,
+        batch_size: int = 512,
+        client_factory: "Callable[[], WeaviateClient] | None" = None,
     ) -> None:
-        """Parse the URL now, so a bad setting fails early; connect on first use.
+        """Check the settings now, so a bad one fails early; connect on first use.
 
         ``client_factory`` returns a connected client, for callers that build their own.
         """
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not _NAME.fullmatch(prefix):
+            raise WeaviateSettingError(
+                f"Weaviate name prefix must be a letter followed by letters, digits or '_', got "
+                f"{prefix!r}: fix AIPLATFORM_WEAVIATE_PREFIX"
+            )
+        if timeout_s <= 0 or batch_size <= 0:
+            raise WeaviateSettingError(
+                f"timeout_s and batch_size must be positive, got {timeout_s} and {batch_size}"
+            )
         self.url = url
-        self.collection = collection
         self.endpoint = WeaviateEndpoint.from_url(url, grpc_port)
+        self.prefix = _capitalised(prefix)
+        self.timeout_s = timeout_s
         self._api_key = api_key
         self._batch_size = batch_size
         self._client_factory = client_factory or self._connect
         self._client: WeaviateClient | None = None
-        # Callers such as the ingestion asset never close stores: the finalizer closes the client
-        # when the store is collected or the interpreter exits.
+        self._connecting = threading.Lock()
+        # Callers such as the query engine never close backends: the finalizer closes the
+        # client when the backend is collected or the interpreter exits.
         self._closer: weakref.finalize | None = None
-        self._dimension: int | None = None  # cached once known, so a search is one request
+
+    def collection_name(self, release_id: str) -> str:
+        """``{Prefix}_{release id}``, with the characters class names refuse turned into '_'."""
+        return f"{self.prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', release_id)}"
+
+    def alias_name(self, pointer: str) -> str:
+        """``{Prefix}_{Pointer}``: ``current`` is ``Aiplatform_Current``."""
+        if not pointer.isidentifier():
+            raise ValueError(f"pointer names are identifiers like 'current', got {pointer!r}")
+        return f"{self.prefix}_{_capitalised(pointer)}"
+
+    def prepare(self, release: "Release") -> None:
+        """Upload the release into its collection, unless it is already complete there."""
+        name = self.collection_name(release.release_id)
+        expected = int(release.manifest["counts"]["chunks"])
+        with self._calls(f"upload release {release.release_id} into collection {name}"):
+            client = self._connected()
+            if client.collections.exists(name):
+                if _count(client.collections.get(name)) == expected:
+                    return
+            else:
+                _create(client, name, release.release_id)
+            collection = client.collections.get(name)
+            for ids, vectors in release.live_vectors():
+                self._upload(collection, ids, vectors)
+            stored = _count(collection)
+        if stored != expected:
+            raise WeaviateError(
+                f"collection {name} on Weaviate at {self.url} holds {stored} objects but release "
+                f"{release.release_id} has {expected} chunks. Something else writes into it: "
+                f"delete the collection and publish the release again"
+            )
+
+    def open(self, release: "Release") -> "WeaviateReleaseVectors":
+        """The read-only view of one release's collection; fails clearly if it is missing."""
+        name = self.collection_name(release.release_id)
+        with self._calls(f"open collection {name}"):
+            exists = self._connected().collections.exists(name)
+        if not exists:
+            raise self._missing(name, release.release_id)
+        chunks = int(release.manifest["counts"]["chunks"])
+        dimension = release.manifest["embedder"]["dimension"] if chunks else None
+        return WeaviateReleaseVectors(self, name, release.release_id, dimension)
+
+    def point(self, pointer: str, release_id: str) -> None:
+        """Create or move the pointer's alias to the release's collection."""
+        alias, target = self.alias_name(pointer), self.collection_name(release_id)
+        with self._calls(f"point alias {alias} at collection {target}"):
+            client = self._connected()
+            if not client.collections.exists(target):
+                raise self._missing(target, release_id)
+            current = client.alias.get(alias_name=alias)
+            if current is None:
+                client.alias.create(alias_name=alias, target_collection=target)
+            elif current.collection != target:
+                client.alias.update(alias_name=alias, new_target_collection=target)
+
+    def drop(self, release_id: str) -> None:
+        """Delete the release's collection (retention); refuse while any alias names it."""
+        name = self.collection_name(release_id)
+        with self._calls(f"delete collection {name}"):
+            client = self._connected()
+            aliases = sorted(client.alias.list_all(collection=name))
+            if aliases:
+                raise WeaviateError(
+                    f"not deleting collection {name} on Weaviate at {self.url}: alias "
+                    f"{', '.join(aliases)} names it, so readers may be using it. Point the alias "
+                    "at another release first; retention will then delete it"
+                )
+            if client.collections.exists(name):
+                client.collections.delete(name)
+
+    def alias_target(self, pointer: str) -> str | None:
+        """The collection the pointer's alias names on the server, or None if it has none."""
+        alias = self.alias_name(pointer)
+        with self._calls(f"read alias {alias}"):
+            found = self._connected().alias.get(alias_name=alias)
+        return found.collection if found else None
 
     def close(self) -> None:
         if self._closer is not None:
@@ -126,18 +233,133 @@ class WeaviateVectorStore:
     ) -> None:
         self.close()
 
-    def count(self) -> int:
-        collection = self._existing()
-        if collection is None:
-            return 0
-        return collection.aggregate.over_all(total_count=True).total_count or 0
+    def _connected(self) -> "WeaviateClient":
+        with self._connecting:
+            if self._client is None:
+                client = self._client_factory()
+                try:
+                    self._check_version(client)
+                except BaseException:
+                    client.close()
+                    raise
+                self._closer = weakref.finalize(self, client.close)
+                self._client = client
+            return self._client
+
+    def _connect(self) -> "WeaviateClient":
+        import weaviate
+        from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+
+        timeout = Timeout(init=self.timeout_s, query=self.timeout_s, insert=self.timeout_s)
+        return weaviate.connect_to_custom(
+            **asdict(self.endpoint),
+            auth_credentials=Auth.api_key(self._api_key) if self._api_key else None,
+            additional_config=AdditionalConfig(timeout=timeout),
+        )
+
+    def _check_version(self, client: "WeaviateClient") -> None:
+        version = str(client.get_meta().get("version", ""))
+        found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+        if found < MINIMUM_VERSION:
+            raise WeaviateError(
+                f"Weaviate at {self.url} is version {version or 'unknown'}; index releases need "
+                f"{'.'.join(map(str, MINIMUM_VERSION))} or later (collection aliases). Upgrade "
+                "the server, or set AIPLATFORM_VECTOR_BACKEND=embedded"
+            )
+
+    @contextmanager
+    def _calls(self, action: str) -> Iterator[None]:
+        """Turn the client's errors into ones that name the server, the action and the fix."""
+        from weaviate.exceptions import (
+            WeaviateBaseError,
+            WeaviateClosedClientError,
+            WeaviateConnectionError,
+            WeaviateGRPCUnavailableError,
+            WeaviateRetryError,
+            WeaviateStartUpError,
+            WeaviateTimeoutError,
+        )
+
+        unreachable = (
+            WeaviateClosedClientError,
+            WeaviateConnectionError,
+            WeaviateGRPCUnavailableError,
+            WeaviateRetryError,
+            WeaviateStartUpError,
+            WeaviateTimeoutError,
+        )
+        try:
+            yield
+        except unreachable as error:
+            raise WeaviateUnavailable(
+                f"cannot reach Weaviate at {self.url} (gRPC port {self.endpoint.grpc_port}) to "
+                f"{action} within AIPLATFORM_WEAVIATE_TIMEOUT_S={self.timeout_s:g} seconds: "
+                f"{error}. Start the server or set AIPLATFORM_WEAVIATE_URL to its address, raise "
+                "the timeout if the server is slow, or set AIPLATFORM_VECTOR_BACKEND=embedded to "
+                "use the embedded index"
+            ) from error
+        except WeaviateBaseError as error:
+            raise WeaviateError(f"Weaviate at {self.url} failed to {action}: {error}") from error
+
+    def _missing(self, name: str, release_id: str) -> MissingCollection:
+        return MissingCollection(
+            f"index release {release_id} has no collection {name} on Weaviate at {self.url}: it "
+            "was never uploaded there (built with another vector backend?) or retention deleted "
+            "it. Publish a release with AIPLATFORM_VECTOR_BACKEND=weaviate (materialise the "
+            "ingestion group), or point at a release that has one"
+        )
+
+    def _upload(self, collection: "Collection", ids: list[str], vectors: np.ndarray) -> None:
+        """Write in batches; stop at the first batch Weaviate rejects any object of."""
+        from weaviate.classes.data import DataObject
+        from weaviate.exceptions import WeaviateInsertManyAllFailedError
+        from weaviate.util import generate_uuid5
+
+        for start in range(0, len(ids), self._batch_size):
+            objects = [
+                DataObject(
+                    properties={_PROPERTY: chunk_id},
+                    uuid=generate_uuid5(chunk_id),
+                    vector={_VECTOR: np.asarray(vector, dtype=np.float32).tolist()},
+                )
+                for chunk_id, vector in zip(
+                    ids[start : start + self._batch_size],
+                    vectors[start : start + self._batch_size],
+                    strict=True,
+                )
+            ]
+            try:
+                errors = {
+                    i: e.message for i, e in collection.data.insert_many(objects).errors.items()
+                }
+            except WeaviateInsertManyAllFailedError as e:
+                errors = dict.fromkeys(range(len(objects)), str(e))
+            if errors:
+                raise WeaviateError(
+                    f"Weaviate at {self.url} rejected {len(errors)} of {len(objects)} objects "
+                    f"written to {collection.name}; first error: {errors[min(errors)]}. Fix the "
+                    "cause and publish again: the upload resumes, writes are idempotent"
+                )
+
+
+class WeaviateReleaseVectors:
+    """A read-only ``VectorStore`` over one release's collection, named directly (not the alias)."""
+
+    def __init__(
+        self, backend: WeaviateBackend, collection: str, release_id: str, dimension: int | None
+    ) -> None:
+        self._backend = backend
+        self.collection = collection
+        self.release_id = release_id
+        self._dimension = dimension
 
     @property
     def dimension(self) -> int | None:
-        if self._dimension is None and (collection := self._existing()) is not None:
-            objects = collection.query.fetch_objects(limit=1, include_vector=True).objects
-            self._dimension = len(objects[0].vector[_VECTOR]) if objects else None
         return self._dimension
+
+    def count(self) -> int:
+        with self._reading("count the objects of"):
+            return _count(self._backend._connected().collections.get(self.collection))
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Top-k chunks by cosine similarity, best first."""
@@ -147,177 +369,70 @@ class WeaviateVectorStore:
         """Top-k chunks for each row of ``queries`` (n, dim); one request per query."""
         from weaviate.classes.query import MetadataQuery
 
-        dimension = self.dimension
-        queries = check_queries(queries, k, dimension, f"Weaviate collection {self.collection!r}")
-        if dimension is None:
+        store = f"Weaviate collection {self.collection!r}"
+        queries = check_queries(queries, k, self._dimension, store)
+        if self._dimension is None:
             return [[] for _ in queries]
-        collection = self._connected().collections.get(self.collection)
-        results = (
-            collection.query.near_vector(
-                near_vector=query.tolist(),
-                limit=k,
-                target_vector=_VECTOR,
-                return_properties=[_PROPERTY],
-                return_metadata=MetadataQuery(distance=True),
-            )
-            for query in unit_queries(queries)
-        )
+        with self._reading("search"):
+            collection = self._backend._connected().collections.get(self.collection)
+            results = [
+                collection.query.near_vector(
+                    near_vector=query.tolist(),
+                    limit=k,
+                    target_vector=_VECTOR,
+                    return_properties=[_PROPERTY],
+                    return_metadata=MetadataQuery(distance=True),
+                )
+                for query in unit_queries(queries)
+            ]
         return [
             [Hit(o.properties[_PROPERTY], 1.0 - o.metadata.distance) for o in result.objects]
             for result in results
         ]
 
-    def sync(self, ids: Sequence[str], vectors: np.ndarray) -> SyncStats:
-        """Make the collection hold exactly these ids and vectors; write only what changed."""
-        ids = list(ids)
-        vectors = validate_vectors(ids, vectors)
-        client = self._connected()
-        stored = self._stored(client)
-        stats = diff_vectors(stored, ids, vectors)  # validates every row before anything is written
-        if stored.dimension not in (None, vectors.shape[1]):
-            # HNSW fixes the vector length at the first insert: a new embedder needs a new index.
-            client.collections.delete(self.collection)
-            stored = EMPTY_SNAPSHOT
-        if not client.collections.exists(self.collection):
-            self._create(client)
-        collection = client.collections.get(self.collection)
-        self._dimension = None
-        self._upsert(collection, ids, vectors, _changed_rows(stored, ids, vectors))
-        self._delete(collection, sorted(set(stored.ids) - set(ids)))
-        self._dimension = vectors.shape[1] if ids else None
-        return stats
-
-    def _connect(self) -> "WeaviateClient":
-        import weaviate
-        from weaviate.classes.init import Auth
-        from weaviate.exceptions import (
-            WeaviateConnectionError,
-            WeaviateGRPCUnavailableError,
-            WeaviateStartUpError,
-        )
-
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[None]:
+        """A failure on a collection retention has since deleted says so, not a server error."""
         try:
-            return weaviate.connect_to_custom(
-                **asdict(self.endpoint),
-                auth_credentials=Auth.api_key(self._api_key) if self._api_key else None,
-            )
-        except (WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateStartUpError) as e:
-            raise ConnectionError(
-                f"cannot reach Weaviate at {self.url} (gRPC port {self.endpoint.grpc_port}): {e}. "
-                "Start the server or set AIPLATFORM_WEAVIATE_URL to its address, or set "
-                "AIPLATFORM_VECTOR_BACKEND=embedded to use the embedded index"
-            ) from e
-
-    def _connected(self) -> "WeaviateClient":
-        if self._client is None:
-            client = self._client_factory()
-            self._client = client
-            self._closer = weakref.finalize(self, client.close)
-        return self._client
-
-    def _existing(self) -> "Collection | None":
-        client = self._connected()
-        if not client.collections.exists(self.collection):
-            return None
-        return client.collections.get(self.collection)
-
-    def _stored(self, client: "WeaviateClient") -> Snapshot:
-        """Every stored id and vector, as the snapshot the shared ``diff_vectors`` reads."""
-        if not client.collections.exists(self.collection):
-            return EMPTY_SNAPSHOT
-        ids, rows = [], []
-        for obj in client.collections.get(self.collection).iterator(
-            include_vector=True, return_properties=[_PROPERTY], cache_size=self._batch_size
-        ):
-            ids.append(obj.properties[_PROPERTY])
-            rows.append(obj.vector[_VECTOR])
-        if not ids:
-            return EMPTY_SNAPSHOT
-        matrix = np.asarray(rows, dtype=np.float32)
-        return Snapshot(ids=ids, vectors=matrix, shards=[], dimension=matrix.shape[1])
-
-    def _create(self, client: "WeaviateClient") -> None:
-        from weaviate.classes.config import (
-            Configure,
-            DataType,
-            Property,
-            Tokenization,
-            VectorDistances,
-        )
-
-        client.collections.create(
-            self.collection,
-            description="RAG chunk vectors written by aiplatform_dagster",
-            properties=[
-                # Whole-string tokens, so filters on a chunk id match it exactly.
-                Property(name=_PROPERTY, data_type=DataType.TEXT, tokenization=Tokenization.FIELD)
-            ],
-            vector_config=Configure.Vectors.self_provided(
-                name=_VECTOR,
-                vector_index_config=Configure.VectorIndex.hnsw(
-                    distance_metric=VectorDistances.COSINE
-                ),
-            ),
-        )
-
-    def _upsert(
-        self, collection: "Collection", ids: list[str], vectors: np.ndarray, rows: np.ndarray
-    ) -> None:
-        """Write the given rows in batches; stop at the first batch Weaviate rejects."""
-        from weaviate.classes.data import DataObject
-        from weaviate.exceptions import WeaviateInsertManyAllFailedError
-        from weaviate.util import generate_uuid5
-
-        for start in range(0, len(rows), self._batch_size):
-            objects = [
-                DataObject(
-                    properties={_PROPERTY: ids[row]},
-                    uuid=generate_uuid5(ids[row]),
-                    vector={_VECTOR: np.asarray(vectors[row], dtype=np.float32).tolist()},
-                )
-                for row in rows[start : start + self._batch_size]
-            ]
-            try:
-                errors = {
-                    i: e.message for i, e in collection.data.insert_many(objects).errors.items()
-                }
-            except WeaviateInsertManyAllFailedError as e:
-                errors = dict.fromkeys(range(len(objects)), str(e))
-            if errors:
-                raise RuntimeError(
-                    f"Weaviate rejected {len(errors)} of {len(objects)} objects in a batch "
-                    f"written to {self.collection!r} at {self.url} ({start} of {len(rows)} were "
-                    f"written before it); first error: {errors[min(errors)]}. Fix the cause and "
-                    "re-run the sync: writes are idempotent upserts"
-                )
-
-    def _delete(self, collection: "Collection", removed: list[str]) -> None:
-        """Delete by UUID in batches, which also keeps each request under the server's limit."""
-        from weaviate.classes.query import Filter
-        from weaviate.util import generate_uuid5
-
-        for start in range(0, len(removed), self._batch_size):
-            uuids = [generate_uuid5(i) for i in removed[start : start + self._batch_size]]
-            result = collection.data.delete_many(where=Filter.by_id().contains_any(uuids))
-            if result.failed:
-                raise RuntimeError(
-                    f"Weaviate failed to delete {result.failed} of {len(uuids)} objects from "
-                    f"{self.collection!r} at {self.url}; re-run the sync to retry"
-                )
+            with self._backend._calls(f"{action} collection {self.collection}"):
+                yield
+        except WeaviateUnavailable:
+            raise
+        except WeaviateError as error:
+            with self._backend._calls(f"check collection {self.collection}"):
+                gone = not self._backend._connected().collections.exists(self.collection)
+            if gone:
+                raise self._backend._missing(self.collection, self.release_id) from error
+            raise
 
 
-def _changed_rows(stored: Snapshot, ids: list[str], vectors: np.ndarray) -> np.ndarray:
-    """Rows to write: new ids, and vectors that moved beyond the embedded index's tolerance.
+def _create(client: "WeaviateClient", name: str, release_id: str) -> None:
+    from weaviate.classes.config import (
+        Configure,
+        DataType,
+        Property,
+        Tokenization,
+        VectorDistances,
+    )
 
-    ``diff_vectors`` only counts them; this finds which, with the same tolerance.
-    """
-    if stored.dimension != vectors.shape[1]:
-        return np.arange(len(ids))
-    old_rows = {chunk_id: row for row, chunk_id in enumerate(stored.ids)}
-    positions = np.fromiter((old_rows.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
-    changed = positions < 0
-    kept = np.flatnonzero(~changed)
-    if len(kept):
-        new = np.asarray(vectors[kept], dtype=np.float32)
-        changed[kept] = np.abs(stored.vectors[positions[kept]] - new).max(axis=1) > UNCHANGED_ATOL
-    return np.flatnonzero(changed)
+    client.collections.create(
+        name,
+        description=f"chunk vectors of index release {release_id}, written by aiplatform_dagster",
+        properties=[
+            # Whole-string tokens, so filters on a chunk id match it exactly.
+            Property(name=_PROPERTY, data_type=DataType.TEXT, tokenization=Tokenization.FIELD)
+        ],
+        vector_config=Configure.Vectors.self_provided(
+            name=_VECTOR,
+            vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE),
+        ),
+    )
+
+
+def _count(collection: Any) -> int:
+    return collection.aggregate.over_all(total_count=True).total_count or 0
+
+
+def _capitalised(name: str) -> str:
+    """Weaviate class and alias names start upper-case; the server would change them otherwise."""
+    return name[:1].upper() + name[1:]

@@ -1,38 +1,245 @@
-"""The Weaviate backend's behaviour that needs no server: URLs, errors, configuration, imports.
+"""The Weaviate backend's behaviour that needs no server: names, errors, uploads, aliases.
 
-Sync and search logic runs against ``FakeClient``, an in-memory stand-in that checks every call
-against the installed weaviate-client's real method signatures and returns its real result
-classes. It cannot show what a server does; test_vector_store_contract.py does, given one.
+``WeaviateServerStandIn`` stands in only for the server: it checks every call against the
+installed weaviate-client's real method signatures and answers with the client's real result
+classes. It cannot show what a server does; test_vector_store_contract.py runs the same
+release, switch and rollback contract against a real server when WEAVIATE_URL names one.
 """
 
 import inspect
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
 import numpy as np
 import pytest
+from weaviate.aliases.alias import AliasReturn
+from weaviate.aliases.sync import _Alias
+from weaviate.client import WeaviateClient
 from weaviate.collections.aggregations.over_all.sync import _OverAll
 from weaviate.collections.classes.aggregate import AggregateReturn
-from weaviate.collections.classes.batch import BatchObjectReturn, DeleteManyReturn, ErrorObject
+from weaviate.collections.classes.batch import BatchObjectReturn, ErrorObject
 from weaviate.collections.classes.config import _CollectionConfigCreate
 from weaviate.collections.classes.internal import MetadataReturn, Object, QueryReturn
-from weaviate.collections.collection.sync import Collection
 from weaviate.collections.collections.sync import _Collections
 from weaviate.collections.data.sync import _DataCollection
-from weaviate.collections.queries.fetch_objects.query.sync import _FetchObjectsQuery
 from weaviate.collections.queries.near_vector.query.sync import _NearVectorQuery
-from weaviate.exceptions import WeaviateInsertManyAllFailedError
+from weaviate.exceptions import (
+    WeaviateInsertManyAllFailedError,
+    WeaviateQueryError,
+    WeaviateTimeoutError,
+)
 from weaviate.util import generate_uuid5
 
-from aiplatform_dagster.defs.resources import StorageResource, VectorStoreResource
-from aiplatform_dagster.rag.index.vector_store import SyncStats
-from aiplatform_dagster.rag.index.weaviate_store import WeaviateEndpoint, WeaviateVectorStore
-from aiplatform_dagster_tests.rag.index.test_vector_store import brute_force, ids_for, unit_rows
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.rag.index.build import publish_release
+from aiplatform_dagster.rag.index.releases import CURRENT, IndexRepository, Release
+from aiplatform_dagster.rag.index.weaviate_store import (
+    MissingCollection,
+    WeaviateBackend,
+    WeaviateEndpoint,
+    WeaviateError,
+    WeaviateSettingError,
+    WeaviateUnavailable,
+)
+from aiplatform_dagster_tests.rag.index.test_vector_store import assert_same_hits, brute_force
+from aiplatform_dagster_tests.rag.index.test_vector_store_contract import (
+    DIM,
+    KEEP_ALL,
+    build_release,
+    publish,
+    texts,
+)
 
-DIM = 8
+URL = "http://weaviate:8080"
+
+
+def _checked(real: type, method: str, *args: Any, **kwargs: Any) -> None:
+    """Fail like the real client would on an argument its installed version does not take."""
+    inspect.signature(getattr(real, method)).bind(None, *args, **kwargs)
+
+
+class StandInCollection:
+    """What ``client.collections.get(name)`` returns: requests resolve the name when made."""
+
+    def __init__(self, server: "WeaviateServerStandIn", name: str) -> None:
+        self.server = server
+        self.name = name
+        self.data = self.query = self.aggregate = self
+
+    @property
+    def objects(self) -> dict[str, tuple[str, list[float]]]:
+        name = self.server.aliases.get(self.name, self.name)
+        if name not in self.server.stored:
+            raise WeaviateQueryError(f"class {self.name} not found", "GRPC")
+        return self.server.stored[name]
+
+    def insert_many(self, objects: list) -> BatchObjectReturn:
+        _checked(_DataCollection, "insert_many", objects)
+        self.server.requests += 1
+        stored, result = self.objects, BatchObjectReturn()
+        for index, obj in enumerate(objects):
+            chunk_id = obj.properties["chunk_id"]
+            if chunk_id in self.server.reject:
+                result.errors[index] = ErrorObject(f"rejected {chunk_id}", obj)
+            elif chunk_id not in self.server.lose:
+                stored[str(obj.uuid)] = (chunk_id, obj.vector["default"])
+                self.server.inserted.append(chunk_id)
+        if objects and len(result.errors) == len(objects):
+            raise WeaviateInsertManyAllFailedError("every object was rejected")
+        result.has_errors = bool(result.errors)
+        return result
+
+    def near_vector(self, *args: Any, **kwargs: Any) -> QueryReturn:
+        _checked(_NearVectorQuery, "near_vector", *args, **kwargs)
+        assert kwargs["target_vector"] == "default" and kwargs["return_metadata"].distance
+        query = np.asarray(kwargs["near_vector"])
+        scored = []
+        for uuid, (chunk_id, vector) in self.objects.items():
+            v = np.asarray(vector)
+            cosine = float(v @ query / np.linalg.norm(v) / np.linalg.norm(query))
+            scored.append((1 - cosine, uuid, chunk_id))
+        return QueryReturn(
+            objects=[
+                Object(
+                    uuid=UUID(uuid),
+                    metadata=MetadataReturn(distance=distance),
+                    properties={"chunk_id": chunk_id},
+                    references=None,
+                    vector={},
+                    collection=self.name,
+                )
+                for distance, uuid, chunk_id in sorted(scored)[: kwargs["limit"]]
+            ]
+        )
+
+    def over_all(self, *args: Any, **kwargs: Any) -> AggregateReturn:
+        _checked(_OverAll, "over_all", *args, **kwargs)
+        return AggregateReturn(properties={}, total_count=len(self.objects))
+
+
+class WeaviateServerStandIn:
+    """Stands in for a connected ``WeaviateClient`` and its server: collections and aliases.
+
+    ``reject`` makes the server refuse objects by chunk id; ``lose`` makes it accept them
+    without storing them (a count that comes up short); ``version`` is what ``get_meta`` says.
+    """
+
+    def __init__(self, version: str = "1.32.4") -> None:
+        self.version = version
+        self.stored: dict[str, dict[str, tuple[str, list[float]]]] = {}
+        self.aliases: dict[str, str] = {}
+        self.created: list[dict] = []
+        self.inserted: list[str] = []
+        self.reject: set[str] = set()
+        self.lose: set[str] = set()
+        self.requests = 0
+        self.closed = False
+        self.collections = _StandInCollections(self)
+        self.alias = _StandInAliases(self)
+
+    def get_meta(self, *args: Any, **kwargs: Any) -> dict:
+        _checked(WeaviateClient, "get_meta", *args, **kwargs)
+        return {"version": self.version}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _StandInCollections:
+    def __init__(self, server: WeaviateServerStandIn) -> None:
+        self.server = server
+
+    def exists(self, *args: Any, **kwargs: Any) -> bool:
+        _checked(_Collections, "exists", *args, **kwargs)
+        return args[0] in self.server.stored
+
+    def create(self, *args: Any, **kwargs: Any) -> StandInCollection:
+        _checked(_Collections, "create", *args, **kwargs)
+        name = args[0]
+        if name in self.server.stored or name in self.server.aliases:
+            raise WeaviateQueryError(f"class name {name} already exists", "HTTP")
+        self.server.created.append(_CollectionConfigCreate(name=name, **kwargs)._to_dict())
+        self.server.stored[name] = {}
+        return StandInCollection(self.server, name)
+
+    def get(self, *args: Any, **kwargs: Any) -> StandInCollection:
+        _checked(_Collections, "get", *args, **kwargs)
+        return StandInCollection(self.server, args[0])
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        _checked(_Collections, "delete", *args, **kwargs)
+        self.server.stored.pop(args[0], None)
+
+    def list_all(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        _checked(_Collections, "list_all", *args, **kwargs)
+        return dict.fromkeys(self.server.stored)
+
+
+class _StandInAliases:
+    def __init__(self, server: WeaviateServerStandIn) -> None:
+        self.server = server
+
+    def get(self, *args: Any, **kwargs: Any) -> AliasReturn | None:
+        _checked(_Alias, "get", *args, **kwargs)
+        target = self.server.aliases.get(kwargs["alias_name"])
+        return AliasReturn(alias=kwargs["alias_name"], collection=target) if target else None
+
+    def create(self, *args: Any, **kwargs: Any) -> None:
+        _checked(_Alias, "create", *args, **kwargs)
+        alias, target = kwargs["alias_name"], kwargs["target_collection"]
+        if alias in self.server.aliases or target not in self.server.stored:
+            raise WeaviateQueryError(f"cannot create alias {alias} for {target}", "HTTP")
+        self.server.aliases[alias] = target
+
+    def update(self, *args: Any, **kwargs: Any) -> bool:
+        _checked(_Alias, "update", *args, **kwargs)
+        alias, target = kwargs["alias_name"], kwargs["new_target_collection"]
+        if alias not in self.server.aliases:
+            return False
+        assert target in self.server.stored
+        self.server.aliases[alias] = target
+        return True
+
+    def delete(self, *args: Any, **kwargs: Any) -> bool:
+        _checked(_Alias, "delete", *args, **kwargs)
+        return self.server.aliases.pop(kwargs["alias_name"], None) is not None
+
+    def list_all(self, *args: Any, **kwargs: Any) -> dict[str, AliasReturn]:
+        _checked(_Alias, "list_all", *args, **kwargs)
+        wanted = kwargs.get("collection")
+        return {
+            alias: AliasReturn(alias=alias, collection=target)
+            for alias, target in self.server.aliases.items()
+            if wanted in (None, target)
+        }
+
+
+@pytest.fixture
+def server() -> WeaviateServerStandIn:
+    return WeaviateServerStandIn()
+
+
+@pytest.fixture
+def repository(tmp_path) -> IndexRepository:
+    return IndexRepository(tmp_path / "releases")
+
+
+def backend_on(
+    server: WeaviateServerStandIn, prefix: str = "Aiplatform", batch_size: int = 4
+) -> WeaviateBackend:
+    return WeaviateBackend(
+        URL, None, prefix=prefix, batch_size=batch_size, client_factory=lambda: server
+    )
+
+
+@pytest.fixture
+def backend(server) -> Iterator[WeaviateBackend]:
+    with backend_on(server) as backend:
+        yield backend
 
 
 @pytest.mark.parametrize(
@@ -58,50 +265,38 @@ def test_endpoint_from_url(url: str, grpc_port: int | None, expected: tuple) -> 
 
 @pytest.mark.parametrize("url", ["localhost:8080", "ftp://weaviate", "http://", ""])
 def test_bad_url_fails_at_construction(url: str) -> None:
-    with pytest.raises(ValueError, match="Weaviate URL must look like"):
-        WeaviateVectorStore(url)
+    with pytest.raises(WeaviateSettingError, match=r"must look like.*AIPLATFORM_WEAVIATE_URL"):
+        WeaviateBackend(url, None)
 
 
-def test_unreachable_server_names_the_url_and_the_fix() -> None:
-    store = WeaviateVectorStore("http://127.0.0.1:1")  # nothing listens on port 1
+@pytest.mark.parametrize("prefix", ["", "1st", "my-env", "a b"])
+def test_bad_prefix_fails_at_construction(prefix: str) -> None:
+    with pytest.raises(WeaviateSettingError, match="AIPLATFORM_WEAVIATE_PREFIX"):
+        WeaviateBackend(URL, None, prefix=prefix)
+
+
+def test_names_are_valid_classes_scoped_by_the_prefix() -> None:
+    backend = WeaviateBackend(URL, None)
+    assert backend.collection_name("r20261203T101500123-1a2b3c") == (
+        "Aiplatform_r20261203T101500123_1a2b3c"
+    )
+    assert backend.alias_name("current") == "Aiplatform_Current"
+    staging = WeaviateBackend(URL, None, prefix="staging")
+    assert staging.alias_name("candidate") == "Staging_Candidate"
+    with pytest.raises(ValueError, match="pointer names are identifiers"):
+        backend.alias_name("not a name")
+
+
+def test_unreachable_server_names_the_url_and_the_fix(repository) -> None:
+    release = build_release(repository, texts(3))
+    backend = WeaviateBackend("http://127.0.0.1:1", None, timeout_s=5)  # nothing listens there
     started = time.monotonic()
-    with pytest.raises(ConnectionError, match=r"http://127\.0\.0\.1:1") as error:
-        store.count()
+    with pytest.raises(WeaviateUnavailable, match=r"http://127\.0\.0\.1:1") as error:
+        backend.prepare(release)
     assert time.monotonic() - started < 10
+    assert isinstance(error.value, PlatformError)
     assert "AIPLATFORM_WEAVIATE_URL" in str(error.value)
     assert "AIPLATFORM_VECTOR_BACKEND=embedded" in str(error.value)
-
-
-def test_weaviate_backend_without_url_is_a_clear_error(tmp_path) -> None:
-    resource = VectorStoreResource(
-        backend="weaviate", storage=StorageResource(root_dir=str(tmp_path))
-    )
-    with pytest.raises(ValueError, match="AIPLATFORM_WEAVIATE_URL"):
-        resource.get_store()
-
-
-def test_weaviate_backend_builds_the_store_without_connecting(tmp_path) -> None:
-    resource = VectorStoreResource(
-        backend="weaviate",
-        storage=StorageResource(root_dir=str(tmp_path)),
-        weaviate_url="http://127.0.0.1:1",
-        weaviate_collection="Elsewhere",
-    )
-    store = resource.get_store()
-    assert isinstance(store, WeaviateVectorStore)
-    assert (store.url, store.collection) == ("http://127.0.0.1:1", "Elsewhere")
-
-
-def test_default_resources_read_the_backend_from_the_environment(monkeypatch) -> None:
-    from aiplatform_dagster.defs.resources import default_resources
-
-    monkeypatch.setenv("AIPLATFORM_VECTOR_BACKEND", "weaviate")
-    monkeypatch.setenv("AIPLATFORM_WEAVIATE_URL", "http://weaviate:8080")
-    monkeypatch.setenv("AIPLATFORM_WEAVIATE_COLLECTION", "Staging")
-    monkeypatch.delenv("WEAVIATE_API_KEY", raising=False)
-    resource = default_resources()["vector_store"]
-    assert (resource.backend, resource.weaviate_url) == ("weaviate", "http://weaviate:8080")
-    assert (resource.weaviate_collection, resource.weaviate_api_key) == ("Staging", None)
 
 
 def test_importing_the_module_does_not_import_weaviate() -> None:
@@ -112,193 +307,151 @@ def test_importing_the_module_does_not_import_weaviate() -> None:
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-def _checked(real: type, method: str, *args: Any, **kwargs: Any) -> None:
-    """Fail like the real client would on an argument its installed version does not take."""
-    inspect.signature(getattr(real, method)).bind(None, *args, **kwargs)
+def test_a_server_without_aliases_is_refused_before_anything_is_written(repository) -> None:
+    server = WeaviateServerStandIn(version="1.31.2")
+    with pytest.raises(WeaviateError, match=r"version 1\.31\.2; index releases need 1\.32"):
+        backend_on(server).prepare(build_release(repository, texts(3)))
+    assert server.closed and server.created == []
 
 
-class FakeCollection:
-    """One collection: uuid -> (chunk id, vector), answering the calls the store makes."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.objects: dict[str, tuple[str, list[float]]] = {}
-        self.inserted: list[str] = []
-        self.deleted: list[str] = []
-        self.reject: set[str] = set()
-        self.data = self.query = self.aggregate = self
-
-    def iterator(self, *args: Any, **kwargs: Any) -> Any:
-        _checked(Collection, "iterator", *args, **kwargs)
-        for uuid, (chunk_id, vector) in sorted(self.objects.items()):
-            yield self._object(uuid, chunk_id, {"default": vector}, MetadataReturn())
-
-    def insert_many(self, objects: list) -> BatchObjectReturn:
-        _checked(_DataCollection, "insert_many", objects)
-        result = BatchObjectReturn()
-        for index, obj in enumerate(objects):
-            chunk_id = obj.properties["chunk_id"]
-            if chunk_id in self.reject:
-                result.errors[index] = ErrorObject(f"rejected {chunk_id}", obj)
-            else:
-                self.objects[str(obj.uuid)] = (chunk_id, obj.vector["default"])
-                self.inserted.append(chunk_id)
-        if len(result.errors) == len(objects):
-            raise WeaviateInsertManyAllFailedError("every object was rejected")
-        result.has_errors = bool(result.errors)
-        return result
-
-    def delete_many(self, *args: Any, **kwargs: Any) -> DeleteManyReturn:
-        _checked(_DataCollection, "delete_many", *args, **kwargs)
-        uuids = [str(uuid) for uuid in kwargs["where"].value]
-        self.deleted.extend(self.objects.pop(uuid)[0] for uuid in uuids if uuid in self.objects)
-        return DeleteManyReturn(failed=0, matches=len(uuids), objects=None, successful=len(uuids))
-
-    def near_vector(self, *args: Any, **kwargs: Any) -> QueryReturn:
-        _checked(_NearVectorQuery, "near_vector", *args, **kwargs)
-        assert kwargs["target_vector"] == "default" and kwargs["return_metadata"].distance
-        query = np.asarray(kwargs["near_vector"])
-        scored = []
-        for uuid, (chunk_id, vector) in self.objects.items():
-            v = np.asarray(vector)
-            cosine = float(v @ query / np.linalg.norm(v) / np.linalg.norm(query))
-            scored.append((1 - cosine, uuid, chunk_id))
-        return QueryReturn(
-            objects=[
-                self._object(uuid, chunk_id, {}, MetadataReturn(distance=distance))
-                for distance, uuid, chunk_id in sorted(scored)[: kwargs["limit"]]
-            ]
-        )
-
-    def fetch_objects(self, *args: Any, **kwargs: Any) -> QueryReturn:
-        _checked(_FetchObjectsQuery, "fetch_objects", *args, **kwargs)
-        first = sorted(self.objects.items())[: kwargs["limit"]]
-        return QueryReturn(
-            objects=[self._object(u, c, {"default": v}, MetadataReturn()) for u, (c, v) in first]
-        )
-
-    def over_all(self, *args: Any, **kwargs: Any) -> AggregateReturn:
-        _checked(_OverAll, "over_all", *args, **kwargs)
-        return AggregateReturn(properties={}, total_count=len(self.objects))
-
-    def _object(self, uuid: str, chunk_id: str, vector: dict, metadata: MetadataReturn) -> Object:
-        return Object(
-            uuid=UUID(uuid),
-            metadata=metadata,
-            properties={"chunk_id": chunk_id},
-            references=None,
-            vector=vector,
-            collection=self.name,
-        )
-
-
-class FakeClient:
-    """Stands in for a connected ``WeaviateClient``: its ``collections`` namespace and close."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, FakeCollection] = {}
-        self.created: list[dict] = []
-        self.closed = False
-        self.collections = self
-
-    def exists(self, name: str) -> bool:
-        return name in self.store
-
-    def create(self, *args: Any, **kwargs: Any) -> FakeCollection:
-        _checked(_Collections, "create", *args, **kwargs)
-        self.created.append(_CollectionConfigCreate(name=args[0], **kwargs)._to_dict())
-        self.store[args[0]] = FakeCollection(args[0])
-        return self.store[args[0]]
-
-    def get(self, name: str) -> FakeCollection:
-        return self.store[name]
-
-    def delete(self, name: str) -> None:
-        del self.store[name]
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def fake() -> FakeClient:
-    return FakeClient()
-
-
-def fake_store(fake: FakeClient, batch_size: int = 4) -> WeaviateVectorStore:
-    return WeaviateVectorStore(
-        "http://weaviate:8080", "Chunks", batch_size=batch_size, client_factory=lambda: fake
-    )
-
-
-def test_first_sync_creates_a_cosine_collection_with_a_self_provided_vector(fake) -> None:
-    store = fake_store(fake)
-    assert store.sync(ids_for(10), unit_rows(10, DIM)) == SyncStats(10, 0, 0, 0, 10)
-    config = fake.created[0]
-    assert config["class"] == "Chunks"
+def test_prepare_uploads_the_release_into_its_own_cosine_collection(
+    server, backend, repository
+) -> None:
+    release = build_release(repository, texts(10))
+    backend.prepare(release)
+    name = backend.collection_name(release.release_id)
+    (config,) = server.created
+    assert config["class"] == name
     assert config["vectorConfig"]["default"]["vectorizer"] == {"none": {}}
     assert config["vectorConfig"]["default"]["vectorIndexConfig"]["distance"] == "cosine"
     assert [p["name"] for p in config["properties"]] == ["chunk_id"]
-    assert set(fake.store["Chunks"].objects) == {generate_uuid5(i) for i in ids_for(10)}
-    assert (store.count(), store.dimension) == (10, DIM)
+    (ids, vectors), *_ = list(release.live_vectors())
+    assert server.stored[name] == {
+        generate_uuid5(chunk_id): (chunk_id, pytest.approx(vector.tolist()))
+        for chunk_id, vector in zip(ids, vectors, strict=True)
+    }
+    assert server.aliases == {}  # preparing names no pointer
+
+    server.inserted.clear()
+    backend.prepare(release)  # already complete: nothing is written again
+    assert server.inserted == [] and len(server.created) == 1
 
 
-def test_resync_writes_only_changes_and_deletes_removed_by_uuid(fake) -> None:
-    store = fake_store(fake)
-    ids, vectors = ids_for(10), unit_rows(10, DIM)
-    store.sync(ids, vectors)
-    collection = fake.store["Chunks"]
-    collection.inserted.clear()
-    assert store.sync(ids, vectors) == SyncStats(0, 0, 0, 10, 10)
-    assert collection.inserted == []
+def test_a_failed_upload_completes_when_run_again(server, backend, repository) -> None:
+    release = build_release(repository, texts(10))
+    server.reject = {"doc-6#0"}
+    with pytest.raises(WeaviateError, match=r"rejected 1 of 4 objects.*rejected doc-6#0"):
+        backend.prepare(release)
+    name = backend.collection_name(release.release_id)
+    assert 0 < len(server.stored[name]) < 10
 
-    new_ids = [*ids[1:], "added"]
-    new_vectors = np.vstack([vectors[1:], unit_rows(1, DIM, seed=5)])
-    new_vectors[0] = unit_rows(1, DIM, seed=6)[0]
-    assert store.sync(new_ids, new_vectors) == SyncStats(1, 1, 1, 8, 10)
-    assert sorted(collection.inserted) == ["added", "c1"]
-    assert collection.deleted == ["c0"]
+    server.reject = set()
+    backend.prepare(release)
+    assert len(server.stored[name]) == 10
+    assert backend.open(release).count() == 10
 
 
-def test_search_scores_are_cosine_best_first(fake) -> None:
-    store = fake_store(fake)
-    ids, vectors = ids_for(50), unit_rows(50, DIM)
-    store.sync(ids, vectors)
-    for query in unit_rows(5, DIM, seed=3):
-        hits, expected = store.search(query * 3.0, 5), brute_force(ids, vectors, query, 5)
-        assert [h.chunk_id for h in hits] == [h.chunk_id for h in expected]
-        np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-6)
-    with pytest.raises(ValueError, match=f"has dim {DIM}, query has {DIM + 1}"):
-        store.search(unit_rows(1, DIM + 1)[0], 5)
+def test_a_batch_where_every_object_fails_is_reported_too(server, backend, repository) -> None:
+    server.reject = {f"doc-{i}#0" for i in range(4)}
+    with pytest.raises(WeaviateError, match=r"rejected 4 of 4 objects.*every object was rejected"):
+        backend.prepare(build_release(repository, texts(6)))
 
 
-def test_rejected_objects_fail_the_sync_with_count_and_first_message(fake) -> None:
-    store = fake_store(fake)
-    store.sync(ids_for(6), unit_rows(6, DIM))
-    fake.store["Chunks"].reject = {"new1", "new2"}
-    ids = [*ids_for(5), "new1", "new2", "new3"]  # c5 would be removed after the writes
-    with pytest.raises(RuntimeError, match=r"rejected 2 of 3 objects.*first error: rejected new1"):
-        store.sync(ids, unit_rows(8, DIM))
-    assert fake.store["Chunks"].deleted == []
+def test_a_short_count_after_upload_fails_clearly(server, backend, repository) -> None:
+    release = build_release(repository, texts(6))
+    server.lose = {"doc-2#0"}
+    with pytest.raises(WeaviateError, match=r"holds 5 objects but release .* has 6 chunks"):
+        backend.prepare(release)
 
 
-def test_a_batch_where_every_object_fails_is_reported_too(fake) -> None:
-    store = fake_store(fake)
-    store.sync(ids_for(2), unit_rows(2, DIM))
-    fake.store["Chunks"].reject = {"c0", "c1"}
-    with pytest.raises(RuntimeError, match=r"rejected 2 of 2 objects.*every object was rejected"):
-        store.sync(ids_for(2), unit_rows(2, DIM, seed=9))
+def test_publishing_moves_the_alias_and_retention_drops_collections(
+    server, backend, repository
+) -> None:
+    first = publish(repository, backend, texts(5, "v1"))
+    assert server.aliases == {"Aiplatform_Current": backend.collection_name(first.release_id)}
+    second = publish(repository, backend, texts(5, "v2"))
+    assert backend.alias_target(CURRENT) == backend.collection_name(second.release_id)
+    assert set(server.stored) == {backend.collection_name(r.release_id) for r in (first, second)}
+
+    backend.drop(first.release_id)
+    assert set(server.stored) == {backend.collection_name(second.release_id)}
+    backend.drop(first.release_id)  # already gone: nothing to do
 
 
-def test_new_dimension_rebuilds_the_collection(fake) -> None:
-    store = fake_store(fake)
-    store.sync(ids_for(5), unit_rows(5, DIM))
-    assert store.sync(ids_for(5), unit_rows(5, DIM * 2)) == SyncStats(0, 5, 0, 0, 5)
-    assert len(fake.created) == 2
-    assert (store.count(), store.dimension) == (5, DIM * 2)
+def test_a_collection_an_alias_names_is_never_dropped(server, backend, repository) -> None:
+    release = publish(repository, backend, texts(3))
+    with pytest.raises(WeaviateError, match="alias Aiplatform_Current names it"):
+        backend.drop(release.release_id)
+    assert backend.collection_name(release.release_id) in server.stored
 
 
-def test_close_closes_the_client_once(fake) -> None:
-    with fake_store(fake) as store:
-        assert store.count() == 0
-    assert fake.closed
+def test_pointing_at_a_release_never_uploaded_is_refused(server, backend, repository) -> None:
+    release = build_release(repository, texts(3))
+    with pytest.raises(MissingCollection, match=f"{release.release_id} has no collection"):
+        backend.point(CURRENT, release.release_id)
+    assert server.aliases == {}
+
+
+def test_opening_a_release_never_uploaded_is_a_clear_error(backend, repository) -> None:
+    release = build_release(repository, texts(3))
+    with pytest.raises(MissingCollection, match="AIPLATFORM_VECTOR_BACKEND=weaviate"):
+        backend.open(release)
+
+
+def test_a_reader_whose_collection_was_deleted_is_told_so(server, backend, repository) -> None:
+    release = publish(repository, backend, texts(3))
+    reader = backend.open(release)
+    del server.stored[backend.collection_name(release.release_id)]
+    with pytest.raises(MissingCollection, match="retention deleted it"):
+        reader.search(np.ones(DIM), 3)
+
+
+def test_search_scores_are_cosine_best_first(backend, repository) -> None:
+    release = publish(repository, backend, texts(30))
+    (ids, vectors), *_ = list(release.live_vectors())
+    store = backend.open(release)
+    for query in np.random.default_rng(3).standard_normal((5, DIM)):
+        assert_same_hits(store.search(query * 3.0, 5), brute_force(ids, vectors, query, 5))
+
+
+def test_a_timeout_during_search_names_the_server_and_the_setting(
+    server, backend, repository, monkeypatch
+) -> None:
+    release = publish(repository, backend, texts(3))
+    reader = backend.open(release)
+
+    def timing_out(*args: Any, **kwargs: Any) -> None:
+        raise WeaviateTimeoutError("deadline exceeded")
+
+    monkeypatch.setattr(StandInCollection, "near_vector", timing_out)
+    with pytest.raises(WeaviateUnavailable, match=f"{URL}.*AIPLATFORM_WEAVIATE_TIMEOUT_S=30"):
+        reader.search(np.ones(DIM), 3)
+
+
+def test_two_prefixes_share_one_server_without_touching_each_other(server, tmp_path) -> None:
+    production, staging = backend_on(server, "Aiplatform"), backend_on(server, "Staging")
+    prod_release = publish(IndexRepository(tmp_path / "prod"), production, texts(4, "prod"))
+    staging_repository = IndexRepository(tmp_path / "staging")
+    replaced = publish(staging_repository, staging, texts(4, "staging"))
+    publish(staging_repository, staging, texts(4, "staging2"))
+    staging.drop(replaced.release_id)
+
+    assert production.alias_target(CURRENT) == production.collection_name(prod_release.release_id)
+    assert production.open(prod_release).count() == 4
+    assert sorted(server.aliases) == ["Aiplatform_Current", "Staging_Current"]
+
+
+def test_preparing_twice_then_publishing_uploads_once(server, backend, repository) -> None:
+    """A step re-run after a later failure prepares the same release again."""
+    release = build_release(repository, texts(5))
+    backend.prepare(release)
+    backend.prepare(release)
+    publish_release(repository, release, backend, KEEP_ALL)
+    assert len(server.created) == 1 and len(server.inserted) == 5
+
+
+def test_close_closes_the_client_once(server, repository) -> None:
+    release: Release = build_release(repository, texts(2))
+    with backend_on(server) as backend:
+        backend.prepare(release)
+    assert server.closed
