@@ -17,7 +17,7 @@ from aiplatform_dagster.rag.query.cache import ResponseCache, cache_key
 from aiplatform_dagster.rag.query.citations import Citation, resolve_citations
 from aiplatform_dagster.rag.query.context import Context, build_context
 from aiplatform_dagster.rag.query.extractive import extractive_answer
-from aiplatform_dagster.rag.query.preprocess import PreparedQuery, prepare_query
+from aiplatform_dagster.rag.query.preprocess import PreparedQuery, names_term, prepare_query
 from aiplatform_dagster.rag.query.prompts import NO_ANSWER, PROMPT_VERSION, build_messages
 from aiplatform_dagster.rag.query.rerank import Reranker
 from aiplatform_dagster.rag.query.retriever import (
@@ -244,14 +244,12 @@ class QueryEngine:
 def _prefer_exact(
     candidates: list[RetrievedChunk], exact_terms: Sequence[str]
 ) -> list[RetrievedChunk]:
-    """Stable partition: chunks whose title or text contains every exact term come first."""
+    """Stable partition: chunks whose title or text names every exact term come first."""
     if not exact_terms:
         return candidates
-    terms = [term.casefold() for term in exact_terms]
 
     def names_all(item: RetrievedChunk) -> bool:
-        text = item.chunk.indexed_text.casefold()
-        return all(term in text for term in terms)
+        return all(names_term(item.chunk.indexed_text, term) for term in exact_terms)
 
     return sorted(candidates, key=lambda item: not names_all(item))
 

@@ -86,6 +86,11 @@ _EXACT_TERM = re.compile(
     re.VERBOSE,
 )
 
+# Around a term in a passage: no letter or digit, and no "." or "-" joining one on, so
+# "AIP-403" is not in "AIP-4031" and "v1.2" not in "v1.25" or "v1.2.3", yet "(AIP-403)." is.
+_TERM_START = r"(?<!\w)(?<!\w[.-])"
+_TERM_END = r"(?!\w)(?![.-]\w)"
+
 # Han and kana are written without spaces; a run of them counts one word per two characters,
 # about the average word length, so a long Chinese or Japanese question is not "one word".
 _UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
@@ -133,6 +138,11 @@ def prepare_query(raw: str, max_chars: int = DEFAULT_MAX_CHARS) -> PreparedQuery
         word_count=word_count(text),
         script=detect_script(text),
     )
+
+
+def names_term(text: str, term: str) -> bool:
+    """True when ``text`` names ``term`` as a whole term (any case), not as part of a longer one."""
+    return re.search(_TERM_START + re.escape(term) + _TERM_END, text, re.IGNORECASE) is not None
 
 
 def normalise_text(raw: str) -> str:

@@ -2,7 +2,12 @@
 
 import pytest
 
-from aiplatform_dagster.rag.query.preprocess import QueryError, Script, prepare_query
+from aiplatform_dagster.rag.query.preprocess import (
+    QueryError,
+    Script,
+    names_term,
+    prepare_query,
+)
 
 
 @pytest.mark.parametrize("raw", ["", "   ", "\n\t \u200b", "\x00\x07"])
@@ -116,3 +121,35 @@ def test_words_are_counted_and_unspaced_cjk_is_not_one_word() -> None:
     assert prepare_query("reset the VPN token , please").word_count == 5
     # 20 Han characters, no spaces: about ten words, not one.
     assert prepare_query("我想知道如何在公司的电脑上重置我的令牌").word_count == 10
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Error AIP-403 is raised",
+        "the scope is missing (aip-403).",
+        "AIP-403: missing scope",
+        "upgrade to v1.2.",
+        "v1.2, then v1.3",
+        "see errors/AIP-403 for details",
+    ],
+)
+def test_a_passage_names_a_term_written_whole(text: str) -> None:
+    term = "v1.2" if "v1.2" in text else "AIP-403"
+    assert names_term(text, term)
+
+
+@pytest.mark.parametrize(
+    ("text", "term"),
+    [
+        ("Error AIP-4031 is raised", "AIP-403"),
+        ("Error XAIP-403 is raised", "AIP-403"),
+        ("Error AIP-403-B is raised", "AIP-403"),
+        ("upgrade to v1.25", "v1.2"),
+        ("upgrade to v1.2.3 now", "v1.2"),
+        ("upgrade to v1.2-rc1 now", "v1.2"),
+        ("run train_model_v2", "model_v2"),
+    ],
+)
+def test_a_longer_term_does_not_name_the_shorter_one(text: str, term: str) -> None:
+    assert not names_term(text, term)
