@@ -25,7 +25,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 # First run: materialise the ingestion group on the sample corpus so `aiplatform search` answers at once.
+# No daemon watches a CLI run: first fail runs whose process was killed and free their pool slots.
 ingest: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m aiplatform_dagster.defs.maintenance
 	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select 'group:ingestion'
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
