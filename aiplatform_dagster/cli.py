@@ -1,34 +1,45 @@
-"""The ``aiplatform`` command: search, ask and evaluate from a terminal."""
+"""The ``aiplatform`` command: search, ask, evaluate and manage index releases from a terminal.
+
+It reads the same configuration as the Dagster code location (``aiplatform_dagster/config.py``)
+and builds the query path with the same factory, without importing Dagster.
+"""
 
 import argparse
 import json
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
 
 SNIPPET_CHARS = 240
 
 
-@contextmanager
-def _resources() -> Iterator[Any]:
-    """Resources exactly as the code location builds them, initialised as Dagster would
-    (environment-backed secrets resolved); Dagster is imported only once a command runs."""
-    import dagster as dg
-
-    from aiplatform_dagster.defs.resources import default_resources
-
-    with dg.build_resources(default_resources()) as resources:
-        yield resources
+class UsageError(PlatformError):
+    """A command line that cannot do what was asked."""
 
 
-def _search(args: argparse.Namespace, resources: Any) -> int:
-    engine = resources.rag.get_engine()
+def positive_int(text: str) -> int:
+    """An argparse type: 0 or a negative count is a mistake, never "use the default"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _search(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.rag import factory
+
+    if not args.query.strip():
+        raise UsageError("search needs a query: an empty one matches nothing in particular")
+    engine = factory.build_query_engine(settings)
     results = engine.retriever.search(args.query, SearchMode(args.mode), args.k)
     if args.json:
         rows = [
@@ -56,14 +67,16 @@ def _search(args: argparse.Namespace, resources: Any) -> int:
     return 0
 
 
-def _ask(args: argparse.Namespace, resources: Any) -> int:
-    engine = resources.rag.get_engine()
+def _ask(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.rag import factory
+
+    engine = factory.build_query_engine(settings)
     defaults = engine.defaults
     options = replace(
         defaults.with_hybrid(args.dense_weight, args.fusion),
         mode=SearchMode(args.mode) if args.mode else None,
-        candidates=args.candidates or defaults.candidates,
-        top_n=args.top_n or defaults.top_n,
+        candidates=defaults.candidates if args.candidates is None else args.candidates,
+        top_n=defaults.top_n if args.top_n is None else args.top_n,
         use_cache=not args.no_cache,
     )
     engine.warm_up()
@@ -97,22 +110,22 @@ def _ask(args: argparse.Namespace, resources: Any) -> int:
     return 0
 
 
-def _eval_retrieval(args: argparse.Namespace, resources: Any) -> int:
+def _eval_retrieval(args: argparse.Namespace, settings: Any) -> int:
     from tqdm import tqdm
 
     from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
+    from aiplatform_dagster.rag import factory
     from aiplatform_dagster.rag.ingest.chunking import ChunkingConfig
     from aiplatform_dagster.rag.query.rerank import load_reranker
 
-    rag = resources.rag
     if args.reranker:
-        rag = rag.model_copy(update={"reranker_model": args.reranker})
+        settings = settings.replace(reranker={"model": args.reranker})
     request = RetrievalEvalRequest(
         benchmark=Path(args.dataset) if args.dataset else None,
         split=args.split,
         modes=[EvalMode(mode) for mode in args.modes.split(",")],
         depth=args.depth,
-        options=rag.query_options().with_hybrid(args.dense_weight, args.fusion),
+        options=factory.query_options(settings).with_hybrid(args.dense_weight, args.fusion),
         chunking=ChunkingConfig(args.chunk_tokens, args.overlap_tokens),
     )
     bars: dict[str, tqdm] = {}
@@ -128,17 +141,19 @@ def _eval_retrieval(args: argparse.Namespace, resources: Any) -> int:
     def queried(mode: str, done: int, total: int) -> None:
         advance(f"{mode} queries", done, total, "query")
 
-    load_reranker(rag.reranker_model)  # fail fast on a bad model before embedding a corpus
+    load_reranker(settings.reranker.model)  # fail fast on a bad model before embedding a corpus
     result = run_retrieval_eval(
         request,
-        rag.get_engine,
-        resources.embedder.get_embedder(),
-        Path(resources.storage.root_dir) / "benchmarks",
+        lambda release: factory.build_query_engine(settings, release),
+        factory.build_embedder(settings),
+        settings.paths.storage_dir / "benchmarks",
         embedded,
         queried,
     )
     for bar in bars.values():
         bar.close()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     _print_eval_table(result)
     if args.json:
         print(json.dumps(result.as_dict()))
@@ -146,7 +161,7 @@ def _eval_retrieval(args: argparse.Namespace, resources: Any) -> int:
 
 
 def _print_eval_table(result: Any) -> None:
-    print(f"\n{result.benchmark}: {result.queries} queries")
+    print(f"\n{result.benchmark}: {result.queries} queries, release {result.release_id}")
     columns: list[str] = []
     for report in result.reports.values():
         columns.extend(c for c in report.as_dict() if c not in columns)
@@ -167,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="Rank chunks for a query.")
     search.add_argument("query")
     search.add_argument("--mode", choices=[m.value for m in SearchMode], default="hybrid")
-    search.add_argument("-k", type=int, default=5, help="How many chunks to show.")
+    search.add_argument("-k", type=positive_int, default=5, help="How many chunks to show.")
     search.add_argument("--json", action="store_true", help="Print results as JSON.")
     search.set_defaults(handler=_search)
 
@@ -176,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--mode", choices=[m.value for m in SearchMode], help="Skip the router; force a mode."
     )
-    ask.add_argument("--candidates", type=int, help="Chunks the reranker scores (10).")
-    ask.add_argument("--top-n", type=int, help="Chunks given to the LLM (3).")
+    ask.add_argument("--candidates", type=positive_int, help="Chunks the reranker scores (10).")
+    ask.add_argument("--top-n", type=positive_int, help="Chunks given to the LLM (3).")
     ask.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
     ask.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
     ask.add_argument("--no-cache", action="store_true", help="Bypass the response cache.")
@@ -192,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retrieval.add_argument("--split", default="test")
     retrieval.add_argument("--modes", default=",".join(m.value for m in EvalMode))
-    retrieval.add_argument("--depth", type=int, default=100, help="Documents ranked per query.")
+    retrieval.add_argument(
+        "--depth", type=positive_int, default=100, help="Documents ranked per query."
+    )
     retrieval.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
     retrieval.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
     retrieval.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
@@ -202,17 +219,78 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="End with one JSON line of the numbers."
     )
     retrieval.set_defaults(handler=_eval_retrieval)
+
+    index = commands.add_parser("index", help="List, inspect and roll back index releases.")
+    actions = index.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="Releases, newest last, with their pointers.")
+    listing.set_defaults(handler=_index_list)
+    show = actions.add_parser("show", help="A release's manifest (default: current).")
+    show.add_argument("release", nargs="?")
+    show.set_defaults(handler=_index_show)
+    rollback = actions.add_parser(
+        "rollback", help="Point current back at its predecessor (or --to RELEASE)."
+    )
+    rollback.add_argument("--to", help="Release id to make current.")
+    rollback.set_defaults(handler=_index_rollback)
     return parser
 
 
+def _index_list(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.rag import factory
+
+    repository = factory.open_repository(settings)
+    pointers = repository.pointers()
+    ids = repository.release_ids()
+    if not ids:
+        print(f"No index releases under {repository.root}: run `make ingest`.")
+    for release_id in ids:
+        names = ",".join(name for name, target in pointers.items() if target == release_id)
+        try:
+            manifest = repository.open(release_id).manifest
+            counts = manifest["counts"]
+            summary = (
+                f"{counts['documents']} docs, {counts['chunks']} chunks "
+                f"({counts['new']} new), {manifest['embedder']['model_id']}"
+            )
+        except PlatformError as error:
+            summary = f"UNREADABLE: {error}"
+        print(f"{release_id}  {names:<10} {summary}")
+    return 0
+
+
+def _index_show(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.rag import factory
+
+    repository = factory.open_repository(settings)
+    release = repository.open(args.release) if args.release else repository.open_pointer()
+    print(json.dumps(release.manifest, indent=2))
+    return 0
+
+
+def _index_rollback(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.rag import factory
+
+    repository = factory.open_repository(settings)
+    current = repository.open_pointer()
+    target = args.to or current.manifest["predecessor"]
+    if not target:
+        raise UsageError(f"release {current.release_id} has no predecessor: pass --to RELEASE")
+    release = repository.open(target).load()
+    backend = factory.build_vector_backend(settings)
+    backend.prepare(release)
+    repository.move_pointer(release.release_id, expected=current.release_id)
+    backend.point("current", release.release_id)
+    print(f"current: {current.release_id} -> {release.release_id}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from aiplatform_dagster.models.llm import LLMError
+    from aiplatform_dagster.config import load_settings
 
     args = build_parser().parse_args(argv)
     try:
-        with _resources() as resources:
-            return args.handler(args, resources)
-    except (FileNotFoundError, ValueError, ConnectionError, LLMError) as error:
+        return args.handler(args, load_settings())
+    except (PlatformError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

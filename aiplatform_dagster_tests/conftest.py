@@ -9,13 +9,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
 from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
-from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.retriever import Retriever
-from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
 
 REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -82,15 +81,18 @@ def platform_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[P
 
 
 @pytest.fixture(scope="session")
-def sample_store(tmp_path_factory: pytest.TempPathFactory, embedder) -> IngestionStore:
-    """The shipped sample corpus, ingested once per session with the real pipeline."""
-    store = IngestionStore(tmp_path_factory.mktemp("sample") / "ingestion")
+def sample_repository(tmp_path_factory: pytest.TempPathFactory, embedder) -> IndexRepository:
+    """The shipped sample corpus, ingested once per session into a current release.
+
+    Its root is ``<storage>/ingestion``, the layout the platform uses under its storage folder.
+    """
+    repository = IndexRepository(tmp_path_factory.mktemp("sample") / "ingestion")
     documents, skipped = load_documents(SAMPLE_CORPUS_DIR)
     assert not skipped
-    ingest(store, documents, embedder, EmbeddedVectorIndex(store.vector_dir))
-    return store
+    ingest(repository, documents, embedder)
+    return repository
 
 
 @pytest.fixture
-def sample_retriever(sample_store: IngestionStore, embedder) -> Retriever:
-    return Retriever.from_store(sample_store, embedder)
+def sample_retriever(sample_repository: IndexRepository, embedder) -> Retriever:
+    return Retriever.from_release(sample_repository.open_pointer(), embedder)

@@ -9,7 +9,7 @@ import pytest
 
 from aiplatform_dagster.cli import main
 from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster_tests.conftest import REDIS_URL
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
@@ -29,8 +29,8 @@ TINY_QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}
 
 
 @pytest.fixture
-def on_sample(sample_store: IngestionStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_store.root.parent))
+def on_sample(sample_repository: IndexRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_repository.root.parent))
     for variable in ("OPENAI_API_KEY", "AIPLATFORM_LLM_BASE_URL", "AIPLATFORM_RERANKER_MODEL"):
         monkeypatch.delenv(variable, raising=False)
 
@@ -88,8 +88,9 @@ def test_eval_retrieval_on_a_beir_folder_ends_with_one_json_line(
         assert {"ndcg@10", "precision@10", "mrr@10", "p50_ms", "p95_ms", "p99_ms"} <= set(values)
     assert scores["hybrid"]["ndcg@10"] == 1.0
 
-    store = IngestionStore(tmp_path / "storage" / "benchmarks" / "tiny")
-    assert {c.doc_id for c in store.read_chunks()} == {"d1", "d2", "d3", "d4"}
+    release = IndexRepository(tmp_path / "storage" / "benchmarks" / "tiny").open_pointer()
+    assert {c.doc_id for c in release.chunks} == {"d1", "d2", "d3", "d4"}
+    assert f"release {release.release_id}" in out
 
 
 def test_bad_input_exits_2_with_a_message(
@@ -105,13 +106,13 @@ def test_bad_input_exits_2_with_a_message(
 
 
 def test_ask_with_an_llm_and_redis_reports_cost_and_cache_hit_rate(
-    sample_store: IngestionStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    sample_repository: IndexRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     import redis
 
     prefix = f"aiplatform-test:{uuid.uuid4().hex}:"
     storage = tmp_path / "storage"
-    shutil.copytree(sample_store.root, storage / "ingestion")
+    shutil.copytree(sample_repository.root, storage / "ingestion")
     monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(storage))
     monkeypatch.setenv("AIPLATFORM_REDIS_URL", REDIS_URL)
     monkeypatch.setenv("AIPLATFORM_REDIS_PREFIX", prefix)

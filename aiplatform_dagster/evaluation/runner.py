@@ -1,8 +1,8 @@
 """One retrieval evaluation, as the CLI and the ``retrieval_eval`` asset both run it.
 
-Without a benchmark folder it scores the platform's live indexes on the shipped golden
-queries; with a BEIR folder it ingests that corpus into its own store (embeddings are
-reused across runs by chunk id, so a rerun costs only the queries) and scores it.
+Without a benchmark folder it scores the platform's current index release on the shipped golden
+queries; with a BEIR folder it ingests that corpus into a release repository of its own (rows and
+vectors are reused across runs, so a rerun costs only the queries) and scores that release.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,16 +21,15 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import (
 )
 from aiplatform_dagster.models.embedders import Embedder
 from aiplatform_dagster.models.embedders import Progress as EmbedProgress
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
-from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.index.releases import IndexRepository, Release
 from aiplatform_dagster.rag.ingest.chunking import ChunkingConfig
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
-EngineFactory = Callable[[IngestionStore | None], QueryEngine]
-"""Builds the query engine: over the platform (None) or over a benchmark's store."""
+EngineFactory = Callable[[Release | None], QueryEngine]
+"""Builds the query engine: over the platform's current release (None) or over a benchmark's."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,9 @@ class RetrievalEvalResult:
     queries: int
     reports: dict[str, ModeReport]
     skipped: dict[str, str]
+    release_id: str
+    embedder: str
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         """{"mode": {"ndcg@10": ..., "p50_ms": ..., ...}, ...}: what --json prints."""
@@ -65,6 +67,7 @@ def run_retrieval_eval(
     embed_progress: EmbedProgress | None = None,
     query_progress: Progress | None = None,
 ) -> RetrievalEvalResult:
+    warnings: tuple[str, ...] = ()
     if request.benchmark is None:
         name = "golden"
         queries, qrels = load_judged_queries(GOLDEN_DIR, request.split)
@@ -73,17 +76,23 @@ def run_retrieval_eval(
         folder = Path(request.benchmark)
         name = folder.name
         dataset = load_beir(folder, request.split)
-        queries, qrels = dataset.queries, dataset.qrels
-        store = IngestionStore(Path(benchmarks_root) / name)
-        ingest(
-            store,
+        queries, qrels, warnings = dataset.queries, dataset.qrels, dataset.warnings
+        summary = ingest(
+            IndexRepository(Path(benchmarks_root) / name),
             beir_documents(dataset, folder),
             embedder,
-            EmbeddedVectorIndex(store.vector_dir),
-            request.chunking,
-            embed_progress,
+            config=request.chunking,
+            progress=embed_progress,
         )
-        engine = make_engine(store)
+        engine = make_engine(summary.release)
     rankers, skipped = document_rankers(engine, request.modes, request.depth, request.options)
     reports = evaluate_modes(rankers, queries, qrels, request.metrics, query_progress)
-    return RetrievalEvalResult(name, len(queries), reports, skipped)
+    return RetrievalEvalResult(
+        name,
+        len(queries),
+        reports,
+        skipped,
+        release_id=engine.retriever.release_id or "",
+        embedder=engine.retriever.embedder_identity,
+        warnings=tuple(warnings),
+    )

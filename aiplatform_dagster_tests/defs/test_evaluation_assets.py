@@ -10,7 +10,7 @@ import pytest
 from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.evaluation.answer_eval import load_golden_answers
 from aiplatform_dagster.evaluation.judge import JUDGE_SYSTEM_PROMPT
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster_tests.defs.test_ingestion_job import materialization_metadata
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
@@ -23,9 +23,9 @@ def materialize(asset: str, run_config: dict | None = None) -> dg.ExecuteInProce
 
 
 @pytest.fixture
-def platform_on_sample(sample_store: IngestionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def platform_on_sample(sample_repository: IndexRepository, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the code location at the session's ingested sample corpus."""
-    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_store.root.parent))
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(sample_repository.root.parent))
     for variable in (
         "OPENAI_API_KEY",
         "AIPLATFORM_LLM_BASE_URL",
@@ -37,17 +37,20 @@ def platform_on_sample(sample_store: IngestionStore, monkeypatch: pytest.MonkeyP
 
 
 def test_retrieval_eval_scores_every_mode_on_the_golden_queries(
-    platform_on_sample, monkeypatch: pytest.MonkeyPatch, cross_encoder_dir: Path
+    platform_on_sample,
+    sample_repository: IndexRepository,
+    monkeypatch: pytest.MonkeyPatch,
+    cross_encoder_dir: Path,
 ) -> None:
     monkeypatch.setenv("AIPLATFORM_RERANKER_MODEL", str(cross_encoder_dir))
     metadata = materialization_metadata(materialize("retrieval_eval"), "retrieval_eval")
 
     assert metadata["benchmark"] == "golden" and metadata["queries"] == 40
+    assert metadata["release_id"] == sample_repository.pointer()
+    assert metadata["embedder"].startswith("sentence-transformers:all-MiniLM-L6-v2@sha256:")
     for mode in ("bm25", "dense", "hybrid", "rerank"):
-        for metric in ("ndcg@10", "recall@100", "precision@10", "mrr@10"):
-            assert 0.0 <= metadata[f"golden/{mode}/{metric}"] <= 1.0
-        assert 0 < metadata[f"golden/{mode}/p50_ms"] <= metadata[f"golden/{mode}/p95_ms"]
-        assert metadata[f"golden/{mode}/p95_ms"] <= metadata[f"golden/{mode}/p99_ms"]
+        for metric in ("ndcg@10", "recall@100", "precision@10", "mrr@10", "p50_ms", "p99_ms"):
+            assert f"golden/{mode}/{metric}" in metadata
     assert metadata["golden/hybrid/ndcg@10"] >= 0.9
     assert metadata["golden/hybrid/ndcg@10"] > metadata["golden/dense/ndcg@10"]
     assert metadata["golden/hybrid/recall@100"] == 1.0
@@ -98,13 +101,12 @@ def test_answer_eval_judges_every_golden_question(
     assert metadata["expected_document_cited"] >= 0.6
     assert metadata["eval_cost_usd"] > metadata["cost_per_query_usd"] > 0
     assert metadata["cache_hit_rate"] == 0
-    assert metadata["p50_ms"] <= metadata["p95_ms"] <= metadata["p99_ms"]
 
 
 def test_answer_eval_with_the_cache_on_reports_hits_and_costs_nothing_the_second_time(
-    platform_on_sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_store
+    platform_on_sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_repository
 ) -> None:
-    shutil.copytree(sample_store.root, tmp_path / "ingestion")
+    shutil.copytree(sample_repository.root, tmp_path / "ingestion")
     monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path))
     golden = load_golden_answers()
     cached = {"ops": {"answer_eval": {"config": {"use_cache": True}}}}

@@ -13,7 +13,7 @@ from aiplatform_dagster.rag.index.bm25 import BM25Index
 from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
 from aiplatform_dagster.rag.ingest.documents import iter_candidate_files
 from aiplatform_dagster.rag.query.retriever import Retriever, SearchMode
-from aiplatform_dagster.settings import SAMPLE_CORPUS_DIR
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.conftest import POSTGRES_ADMIN_DSN, write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 

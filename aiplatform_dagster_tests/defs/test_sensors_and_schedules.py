@@ -11,11 +11,15 @@ import pytest
 from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.defs.ingestion.schedules import nightly_full_refresh
 from aiplatform_dagster.defs.ingestion.sensors import MAX_ATTEMPTS, new_documents_sensor
-from aiplatform_dagster.defs.resources import DocumentSourceResource
+from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag.ingest.source_folder import snapshot_folder
 from aiplatform_dagster_tests.conftest import write_corpus
 
 Status = dg.DagsterRunStatus
+
+
+def documents_at(folder: Path) -> PlatformResource:
+    return PlatformResource(overrides={"paths": {"documents_dir": str(folder)}})
 
 
 class Sensor:
@@ -33,7 +37,7 @@ class Sensor:
             instance=self.instance,
             cursor=self.cursor,
             sensor_name="new_documents_sensor",
-            resources={"documents": DocumentSourceResource(folder=str(self.folder))},
+            resources={"platform": documents_at(self.folder)},
         )
         result = new_documents_sensor(context)
         if isinstance(result, dg.SkipReason):
@@ -163,9 +167,7 @@ def test_a_cursor_from_the_previous_version_counts_as_ingested(
 
 
 def test_missing_folder_skips_with_a_reason(tmp_path: Path) -> None:
-    context = dg.build_sensor_context(
-        resources={"documents": DocumentSourceResource(folder=str(tmp_path / "gone"))}
-    )
+    context = dg.build_sensor_context(resources={"platform": documents_at(tmp_path / "gone")})
     result = new_documents_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "does not exist" in result.skip_message
@@ -176,4 +178,4 @@ def test_nightly_refresh_runs_the_ingestion_job_without_reusing_vectors() -> Non
     assert nightly_full_refresh.job_name == "ingestion_job"
     context = dg.build_schedule_context(scheduled_execution_time=None)
     [request] = nightly_full_refresh.evaluate_tick(context).run_requests
-    assert request.run_config["ops"]["chunk_embeddings"]["config"]["reuse_previous"] is False
+    assert request.run_config["ops"]["document_chunks"]["config"]["reuse_previous"] is False

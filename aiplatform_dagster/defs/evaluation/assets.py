@@ -7,9 +7,9 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
-from aiplatform_dagster.defs.ingestion.assets import bm25_index, vector_index
+from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
-from aiplatform_dagster.defs.resources import EmbedderResource, QueryEngineResource, StorageResource
+from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.evaluation.answer_eval import (
     GOLDEN_ANSWERS,
     load_golden_answers,
@@ -18,7 +18,7 @@ from aiplatform_dagster.evaluation.answer_eval import (
 from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
-from aiplatform_dagster.rag.query.accounting import PriceTable
+from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.query.engine import NO_LLM_NOTE
 
 GROUP = "evaluation"
@@ -45,28 +45,27 @@ class RetrievalEvalConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python"},
-    deps=[bm25_index, vector_index],
+    deps=[current_release],
     **on_pool(ComputePool.CPU),
     automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(
-    context: dg.AssetExecutionContext,
-    config: RetrievalEvalConfig,
-    rag: QueryEngineResource,
-    embedder: EmbedderResource,
-    storage: StorageResource,
+    context: dg.AssetExecutionContext, config: RetrievalEvalConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
-    """nDCG, recall, precision and MRR per retrieval mode, with latency p50/p95/p99.
+    """nDCG, recall, precision and MRR per retrieval mode, with latency p50/p95/p99, on the
+    current index release (or a BEIR benchmark's own release).
 
-    Re-runs whenever the indexes change, so a regression shows up as a dip in the plots.
+    Re-runs whenever ``current`` moves, so a regression shows up as a dip in the plots; each
+    materialisation names the release and embedder it measured.
     """
+    settings = platform.settings()
     request = RetrievalEvalRequest(
         benchmark=Path(config.benchmark_path) if config.benchmark_path else None,
         split=config.split,
         modes=[EvalMode(mode) for mode in config.modes],
         metrics=config.metrics,
         depth=config.depth,
-        options=rag.query_options().with_hybrid(config.dense_weight, config.fusion),
+        options=factory.query_options(settings).with_hybrid(config.dense_weight, config.fusion),
     )
 
     def embedded(done: int, total: int) -> None:
@@ -78,14 +77,16 @@ def retrieval_eval(
 
     result = run_retrieval_eval(
         request,
-        rag.get_engine,
-        embedder.get_embedder(),
-        Path(storage.root_dir) / "benchmarks",
+        lambda release: factory.build_query_engine(settings, release),
+        factory.build_embedder(settings),
+        settings.paths.storage_dir / "benchmarks",
         embedded,
         queried,
     )
     for mode, reason in result.skipped.items():
         context.log.warning(f"{mode} not evaluated: {reason}")
+    for warning in result.warnings:
+        context.log.warning(f"{result.benchmark}: {warning}")
     # Keys name the benchmark, so each benchmark gets its own series in the asset's plots.
     metadata: dict[str, dg.RawMetadataValue] = {
         f"{result.benchmark}/{mode}/{name}": dg.MetadataValue.float(round(value, 4))
@@ -94,6 +95,9 @@ def retrieval_eval(
     }
     metadata["benchmark"] = result.benchmark
     metadata["queries"] = result.queries
+    metadata["release_id"] = result.release_id
+    metadata["embedder"] = result.embedder
+    metadata["dataset_warnings"] = dg.MetadataValue.json(list(result.warnings))
     metadata["skipped_modes"] = dg.MetadataValue.json(result.skipped)
     metadata["summary"] = markdown_table(
         [
@@ -118,34 +122,36 @@ class AnswerEvalConfig(dg.Config):
     group_name=GROUP,
     owners=OWNERS,
     kinds={"openai"},
-    deps=[bm25_index, vector_index],
+    deps=[current_release],
     **on_pool(ComputePool.CPU),
 )
 def answer_eval(
-    context: dg.AssetExecutionContext, config: AnswerEvalConfig, rag: QueryEngineResource
+    context: dg.AssetExecutionContext, config: AnswerEvalConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
     """LLM-as-judge correctness and citation faithfulness on the golden questions, with
     latency, cost per query and the cost of the evaluation itself.
 
     Without an LLM there is nothing to judge with: the materialisation says so, no score.
     """
-    settings = rag.llm_settings()
-    if not settings.is_configured:
+    settings = platform.settings()
+    llm = factory.llm_settings(settings)
+    if not llm.is_configured:
         context.log.warning(f"answer_eval did not run: {NO_LLM_NOTE}")
         return dg.MaterializeResult(
             metadata={"status": "not run", "reason": f"No LLM configured. {NO_LLM_NOTE}"}
         )
     golden = load_golden_answers(Path(config.golden_answers))
-    prices = PriceTable.from_json(rag.price_table) if rag.price_table else PriceTable()
+    prices = factory.price_table(settings)
 
     def progress(done: int, total: int) -> None:
         context.log.info(f"Judged {done}/{total} answers")
 
-    engine = rag.get_engine()
+    engine = factory.build_query_engine(settings)
+    judge = factory.llm_settings(settings, judge=True)
     report = run_answer_eval(
         engine,
-        settings.build_client(),
-        settings.model,
+        judge.build_client(),
+        judge.model,
         prices,
         golden,
         replace(engine.defaults, use_cache=config.use_cache),
@@ -156,6 +162,8 @@ def answer_eval(
     return dg.MaterializeResult(
         metadata={
             "status": "evaluated",
+            "release_id": engine.retriever.release_id or "",
+            "answer_model": llm.model,
             "judge_model": report.judge_model,
             "questions": len(golden),
             **{name: dg.MetadataValue.float(round(value, 6)) for name, value in summary.items()},

@@ -7,5 +7,5 @@ evaluation_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.groups("evaluation"),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Materialises retrieval_eval whenever the BM25 or vector index changes.",
+    description="Materialises retrieval_eval whenever the current index release changes.",
 )

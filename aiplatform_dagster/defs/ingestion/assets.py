@@ -1,4 +1,9 @@
-"""Ingestion assets: each reads the previous artifact, calls domain code, records metadata."""
+"""Ingestion assets: each step of one index-release build, then the pointer move that publishes it.
+
+Every step writes into its run's build folder (``defs/ingestion/builds.py``), where no query
+looks; ``index_release`` turns the build into an immutable release, its blocking check opens
+and probes it, and only then does ``current_release`` move the ``current`` pointer.
+"""
 
 import time
 from collections import Counter
@@ -7,75 +12,99 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.ingestion.builds import BUILD_ID, run_build
 from aiplatform_dagster.defs.metadata import markdown_table
-from aiplatform_dagster.defs.resources import (
-    DocumentSourceResource,
-    EmbedderResource,
-    StorageResource,
-    VectorStoreResource,
+from aiplatform_dagster.defs.resources import PlatformResource
+from aiplatform_dagster.models.identity import embedder_identity
+from aiplatform_dagster.rag.index.build import (
+    Build,
+    assemble_release,
+    count_build_terms,
+    embed_build,
+    plan_build,
+    publish_release,
 )
+from aiplatform_dagster.rag.index.releases import CURRENT, IndexRepository
+from aiplatform_dagster.rag.index.segments import CorruptIndexError
 from aiplatform_dagster.rag.ingest.chunking import (
     DEFAULT_CHUNK_TOKENS,
     DEFAULT_OVERLAP_TOKENS,
     ChunkingConfig,
 )
 from aiplatform_dagster.rag.ingest.documents import load_documents
-from aiplatform_dagster.rag.ingest.pipeline import bm25_step, chunk_step, embed_step, vector_step
+from aiplatform_dagster.rag.ingest.pipeline import chunk_for
+from aiplatform_dagster.rag.ingest.removal_guard import check_removal
 
 GROUP = "ingestion"
 OWNERS = ["team:ml-platform"]
 
 
-class DocumentChunksConfig(dg.Config):
-    """Chunk size and overlap, counted in the embedder's tokens."""
-
-    chunk_tokens: int = Field(
-        default=DEFAULT_CHUNK_TOKENS, description="Budget per chunk, title included."
-    )
-    overlap_tokens: int = Field(
-        default=DEFAULT_OVERLAP_TOKENS,
-        description="Tokens repeated from the previous chunk.",
+class SourceDocumentsConfig(dg.Config):
+    allow_mass_removal: bool = Field(
+        default=False,
+        description="Let this run remove more than the configured share of the indexed "
+        "documents (AIPLATFORM_MAX_REMOVED_SHARE); off, an empty or unmounted folder is refused.",
     )
 
 
-class ChunkEmbeddingsConfig(dg.Config):
-    reuse_previous: bool = Field(
-        default=True,
-        description="Reuse vectors of unchanged chunks; the nightly full refresh sets False.",
-    )
-
-
-@dg.asset(
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"python", "parquet"},
-    **on_pool(ComputePool.CPU),
-)
+@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"python", "parquet"}, **on_pool(ComputePool.CPU))
 def source_documents(
-    context: dg.AssetExecutionContext, documents: DocumentSourceResource, storage: StorageResource
+    context: dg.AssetExecutionContext, config: SourceDocumentsConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
     """Every readable document under the configured folder, as clean text with provenance.
 
-    Unreadable, binary, non-UTF-8, empty and oversized files are skipped and listed.
+    Unreadable, binary, empty, oversized files and links leaving the folder are skipped and
+    listed. A run that would drop most indexed documents at once is refused.
     """
-    docs, skipped = load_documents(documents.path, documents.max_file_bytes)
+    settings = platform.settings()
+    folder = settings.paths.documents_dir
+    docs, skipped = load_documents(
+        folder,
+        settings.ingest.max_file_bytes,
+        follow_external_symlinks=settings.ingest.follow_external_symlinks,
+    )
     for problem in skipped:
         context.log.warning(f"Skipped {problem.path}: {problem.reason}")
-    storage.ingestion_store().write_documents(docs)
-    context.log.info(f"Read {len(docs)} documents from {documents.folder}, skipped {len(skipped)}")
+    repository = platform.repository()
+    check_removal(
+        _indexed_document_ids(context, repository),
+        [doc.doc_id for doc in docs],
+        folder=folder,
+        max_share=settings.ingest.max_removed_share,
+        allow=config.allow_mass_removal,
+    )
+    Build(repository, context.run_id).write_documents(docs)
+    context.log.info(f"Read {len(docs)} documents from {folder}, skipped {len(skipped)}")
     formats = Counter(doc.doc_id.rsplit(".", 1)[-1] for doc in docs)
     return dg.MaterializeResult(
         metadata={
+            BUILD_ID: context.run_id,
             "dagster/row_count": len(docs),
             "skipped_files": len(skipped),
             "skipped": markdown_table([{"file": s.path, "reason": s.reason} for s in skipped], 50),
-            "folder": dg.MetadataValue.path(documents.folder),
+            "folder": dg.MetadataValue.path(str(folder)),
             "formats": dg.MetadataValue.json(dict(formats)),
             "total_characters": sum(len(doc.text) for doc in docs),
             "preview": markdown_table(
                 [{"doc_id": d.doc_id, "title": d.title, "characters": len(d.text)} for d in docs]
             ),
         }
+    )
+
+
+class DocumentChunksConfig(dg.Config):
+    """Chunk size and overlap, counted in the embedder's tokens, and what the build reuses."""
+
+    chunk_tokens: int = Field(
+        default=DEFAULT_CHUNK_TOKENS, description="Budget per chunk, title included."
+    )
+    overlap_tokens: int = Field(
+        default=DEFAULT_OVERLAP_TOKENS, description="Tokens repeated from the previous chunk."
+    )
+    reuse_previous: bool = Field(
+        default=True,
+        description="Reuse unchanged rows and vectors of the current release; the nightly full "
+        "refresh sets False to rebuild everything.",
     )
 
 
@@ -87,25 +116,46 @@ def source_documents(
     **on_pool(ComputePool.CPU),
 )
 def document_chunks(
-    context: dg.AssetExecutionContext,
-    config: DocumentChunksConfig,
-    storage: StorageResource,
-    embedder: EmbedderResource,
+    context: dg.AssetExecutionContext, config: DocumentChunksConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
-    """Documents split at paragraph, sentence, then word boundaries into token-sized chunks."""
+    """Documents split at paragraph, sentence, then word boundaries into token-sized chunks,
+    and the build's plan: which rows the current release already holds, which to embed."""
+    build = run_build(context, platform.repository(), ["source_documents"])
+    embedder = platform.embedder()
     chunking = ChunkingConfig(config.chunk_tokens, config.overlap_tokens)
-    chunks = chunk_step(storage.ingestion_store(), embedder.get_embedder(), chunking)
-    documents = len({chunk.doc_id for chunk in chunks})
-    context.log.info(f"Split {documents} documents into {len(chunks)} chunks")
+    chunked = chunk_for(build.documents(), embedder, chunking)
+    for problem in chunked.problems:
+        context.log.warning(f"{problem.doc_id}: {problem.reason}")
+    chunks = chunked.chunks
+    plan = plan_build(
+        build,
+        chunks,
+        embedder_identity(embedder),
+        embedder.model_id,
+        chunking,
+        config.reuse_previous,
+    )
+    context.log.info(
+        f"{len(chunks)} chunks; {plan.kept_rows} kept from {plan.base or 'no release'}, "
+        f"{len(plan.new_rows)} new ({plan.base_note})"
+    )
     token_counts = sorted(chunk.token_count for chunk in chunks)
     return dg.MaterializeResult(
         metadata={
+            BUILD_ID: context.run_id,
             "dagster/row_count": len(chunks),
-            "documents": documents,
+            "documents": len({chunk.doc_id for chunk in chunks}),
+            "kept_rows": plan.kept_rows,
+            "new_rows": len(plan.new_rows),
+            "base_release": plan.base or "none",
+            "plan": plan.base_note,
             "chunk_tokens": chunking.chunk_tokens,
             "overlap_tokens": chunking.overlap_tokens,
             "median_tokens": token_counts[len(token_counts) // 2] if chunks else 0,
             "max_tokens": token_counts[-1] if chunks else 0,
+            "problems": markdown_table(
+                [{"document": p.doc_id, "problem": p.reason} for p in chunked.problems], 50
+            ),
             "preview": markdown_table(
                 [
                     {
@@ -130,31 +180,34 @@ def document_chunks(
     **on_pool(ComputePool.GPU),
 )
 def chunk_embeddings(
-    context: dg.AssetExecutionContext,
-    config: ChunkEmbeddingsConfig,
-    storage: StorageResource,
-    embedder: EmbedderResource,
+    context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult:
-    """Unit-length vectors for every chunk; unchanged chunks reuse their previous vector."""
-    started = time.perf_counter()
+    """Unit-length vectors for the build's new rows; unchanged text copies its vector."""
+    build = run_build(context, platform.repository(), ["source_documents", "document_chunks"])
+    embedder = platform.embedder()
+    identity = embedder_identity(embedder)
 
     def report(done: int, total: int) -> None:
         context.log.info(f"Embedded {done}/{total} new chunks")
 
-    run = embed_step(
-        storage.ingestion_store(), embedder.get_embedder(), config.reuse_previous, report
+    result = embed_build(build, embedder, identity, report)
+    context.log.info(
+        f"{result.computed} embedded, {result.copied} copied, {result.kept} kept "
+        f"in {result.seconds:.1f}s"
     )
-    seconds = time.perf_counter() - started
-    context.log.info(f"{run.computed} chunks embedded, {run.reused} reused, in {seconds:.1f}s")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(run.embeddings.chunk_ids),
-            "reused": run.reused,
-            "computed": run.computed,
-            "model": run.embeddings.model_id,
-            "dimension": int(run.embeddings.vectors.shape[1]),
-            "seconds": round(seconds, 2),
-            "chunks_per_second": round(run.computed / seconds, 1) if run.computed else 0.0,
+            BUILD_ID: context.run_id,
+            "dagster/row_count": result.computed + result.copied,
+            "computed": result.computed,
+            "copied": result.copied,
+            "kept": result.kept,
+            "model": embedder.model_id,
+            "embedder_identity": identity,
+            "seconds": round(result.seconds, 2),
+            "chunks_per_second": round(result.computed / result.seconds, 1)
+            if result.computed
+            else 0.0,
         }
     )
 
@@ -166,21 +219,23 @@ def chunk_embeddings(
     deps=[document_chunks],
     **on_pool(ComputePool.CPU),
 )
-def bm25_index(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
-    """Keyword index (Okapi BM25 with stemming; IDs, dates and codes stay exact)."""
-    store = storage.ingestion_store()
+def bm25_index(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult:
+    """Keyword term counts of the build's new rows (Okapi BM25 with stemming; IDs, dates and
+    codes stay exact); a release combines them with the rows it keeps."""
+    build = run_build(context, platform.repository(), ["source_documents", "document_chunks"])
     started = time.perf_counter()
-    index = bm25_step(store)
+    vocabulary = count_build_terms(build)
     seconds = time.perf_counter() - started
-    context.log.info(
-        f"Indexed {len(index)} chunks ({index.vocabulary_size} terms) in {seconds:.1f}s"
-    )
+    rows = len(build.plan().new_rows)
+    context.log.info(f"Counted terms of {rows} new chunks ({vocabulary} terms) in {seconds:.1f}s")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(index),
-            "vocabulary_size": index.vocabulary_size,
+            BUILD_ID: context.run_id,
+            "dagster/row_count": rows,
+            "vocabulary_size": vocabulary,
             "build_seconds": round(seconds, 2),
-            "path": dg.MetadataValue.path(str(store.bm25_dir)),
         }
     )
 
@@ -188,26 +243,93 @@ def bm25_index(context: dg.AssetExecutionContext, storage: StorageResource) -> d
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
-    kinds={"python", "numpy"},
-    deps=[chunk_embeddings],
+    kinds={"python", "faiss"},
+    deps=[chunk_embeddings, bm25_index],
     **on_pool(ComputePool.CPU),
 )
-def vector_index(
-    context: dg.AssetExecutionContext, storage: StorageResource, vector_store: VectorStoreResource
+def index_release(
+    context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult:
-    """The vector store synced to exactly the current embeddings (removed chunks deleted)."""
-    stats = vector_step(storage.ingestion_store(), vector_store.get_store())
-    context.log.info(
-        f"Vector store holds {stats.total}: {stats.added} added, {stats.updated} updated, "
-        f"{stats.removed} removed, {stats.unchanged} unchanged"
+    """An immutable index release: chunks, BM25 and vectors as one consistent snapshot.
+
+    It shares unchanged segments with its predecessor and is loaded into the vector backend,
+    but no query sees it until its checks pass and ``current_release`` points at it.
+    """
+    repository = platform.repository()
+    build = run_build(
+        context,
+        repository,
+        ["source_documents", "document_chunks", "chunk_embeddings", "bm25_index"],
     )
+    release = assemble_release(
+        build, provenance={"dagster_run_id": context.run_id, "build_id": build.build_id}
+    )
+    backend = platform.vector_backend()
+    backend.prepare(release)
+    manifest = release.manifest
+    context.log.info(f"Wrote index release {release.release_id}: {manifest['counts']}")
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": stats.total,
-            "added": stats.added,
-            "updated": stats.updated,
-            "removed": stats.removed,
-            "unchanged": stats.unchanged,
-            "backend": vector_store.backend,
+            BUILD_ID: context.run_id,
+            "release_id": release.release_id,
+            "predecessor": manifest["predecessor"] or "none",
+            "dagster/row_count": manifest["counts"]["chunks"],
+            "documents": manifest["counts"]["documents"],
+            "new_rows": manifest["counts"]["new"],
+            "kept_rows": manifest["counts"]["kept"],
+            "embedder": manifest["embedder"]["identity"],
+            "corpus_hash": manifest["corpus_hash"],
+            "vector_backend": backend.name,
+            "segments": markdown_table(manifest["segments"]),
+            "manifest": dg.MetadataValue.json(manifest),
+            "path": dg.MetadataValue.path(str(release.folder)),
         }
     )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python"},
+    deps=[index_release],
+    **on_pool(ComputePool.CPU),
+)
+def current_release(
+    context: dg.AssetExecutionContext, platform: PlatformResource
+) -> dg.MaterializeResult:
+    """The release every query reads: ``current`` moves to the checked ``index_release``.
+
+    The move is atomic and happens only if ``current`` still names the release the build
+    started from; older releases beyond the retention rule are deleted, never a pointed one.
+    """
+    repository = platform.repository()
+    release = repository.open(run_build(context, repository, ["index_release"]).release_id())
+    started = time.perf_counter()
+    previous, deleted = publish_release(
+        repository, release, platform.vector_backend(), platform.retention()
+    )
+    seconds = time.perf_counter() - started
+    context.log.info(f"current: {previous} -> {release.release_id}; deleted {deleted}")
+    return dg.MaterializeResult(
+        metadata={
+            "release_id": release.release_id,
+            "previous_release": previous or "none",
+            "embedder": release.embedder_identity,
+            "dagster/row_count": release.manifest["counts"]["chunks"],
+            "publish_seconds": round(seconds, 3),
+            "deleted_releases": dg.MetadataValue.json(deleted),
+        }
+    )
+
+
+def _indexed_document_ids(
+    context: dg.AssetExecutionContext, repository: IndexRepository
+) -> list[str]:
+    """Documents of the current release, for the removal guard (none before the first)."""
+    try:
+        if repository.pointer(CURRENT) is None:
+            return []
+        return [doc.doc_id for doc in repository.open_pointer(CURRENT).documents]
+    except CorruptIndexError as error:
+        context.log.warning(f"Removal guard cannot read the current release: {error}")
+        return []

@@ -5,5 +5,5 @@ import dagster as dg
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.groups("ingestion"),
-    description="Read documents, chunk, embed, and rebuild the BM25 and vector indexes.",
+    description="Read documents, chunk, embed, build an index release, check it, make it current.",
 )

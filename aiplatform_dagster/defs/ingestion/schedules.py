@@ -9,7 +9,7 @@ nightly_full_refresh = dg.ScheduleDefinition(
     job=ingestion_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
-    run_config=dg.RunConfig(ops={"chunk_embeddings": {"config": {"reuse_previous": False}}}),
-    description="02:00 UTC: rebuild every ingestion artifact without reusing vectors.",
+    run_config=dg.RunConfig(ops={"document_chunks": {"config": {"reuse_previous": False}}}),
+    description="02:00 UTC: build a release from scratch, reusing no row or vector.",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )

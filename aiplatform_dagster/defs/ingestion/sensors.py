@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 import dagster as dg
 
 from aiplatform_dagster.defs.ingestion.jobs import ingestion_job
-from aiplatform_dagster.defs.resources import DocumentSourceResource
+from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag.ingest.source_folder import Snapshot, diff_snapshots, snapshot_folder
 
 SENSOR_NAME = "new_documents_sensor"
@@ -61,7 +61,7 @@ class DocumentsCursor:
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_documents_sensor(
-    context: dg.SensorEvaluationContext, documents: DocumentSourceResource
+    context: dg.SensorEvaluationContext, platform: PlatformResource
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests an ingestion run when files are added, changed or removed.
 
@@ -69,8 +69,9 @@ def new_documents_sensor(
     last run is queued or running nothing new is requested; a failed or canceled run's
     change is requested again (with anything changed since), up to MAX_ATTEMPTS times.
     """
-    if not documents.path.is_dir():
-        return dg.SkipReason(f"Document folder {documents.folder} does not exist")
+    folder = platform.settings().paths.documents_dir
+    if not folder.is_dir():
+        return dg.SkipReason(f"Document folder {folder} does not exist")
     cursor = DocumentsCursor.parse(context.cursor)
     last_run = _requested_run(context.instance, cursor.requested)
     if last_run is not None and not last_run.is_finished:
@@ -80,11 +81,11 @@ def new_documents_sensor(
         )
     if last_run is not None and last_run.is_success:
         cursor = replace(cursor, ingested=cursor.requested.snapshot, requested=None)
-    current = snapshot_folder(documents.path)
+    current = snapshot_folder(folder)
     changes = diff_snapshots(cursor.ingested, current)
     if not changes:
         return dg.SensorResult(
-            skip_reason=f"No changes under {documents.folder}",
+            skip_reason=f"No changes under {folder}",
             cursor=replace(cursor, requested=None).dump(),
         )
     retried = (
@@ -95,7 +96,7 @@ def new_documents_sensor(
         name = last_run.run_id if last_run else f"with run key {retried.run_key}"
         return dg.SkipReason(
             f"Run {name} failed {MAX_ATTEMPTS} times on this folder state; fix the cause "
-            f"its logs show, or change a document under {documents.folder} to try again"
+            f"its logs show, or change a document under {folder} to try again"
         )
     seq = (cursor.seq or _runs_so_far(context.instance)) + 1
     run_key = f"{seq}-{_digest(current)}"

@@ -52,6 +52,7 @@ _PLAN = "plan.json"
 _VECTORS = "vectors.npy"
 _TERMS = "terms.json"
 _COUNTS = "counts.npz"
+_RELEASE = "release.json"
 
 
 class BuildError(ReleaseError):
@@ -130,6 +131,11 @@ class Build:
 
     def new_vectors(self) -> np.ndarray:
         return np.load(self.path(_VECTORS, "chunk_embeddings"))
+
+    def release_id(self) -> str:
+        """The release ``assemble_release`` wrote from this build."""
+        path = self.path(_RELEASE, "index_release")
+        return json.loads(path.read_text("utf-8"))["release_id"]
 
     def new_term_counts(self) -> tuple[list[str], sp.csr_matrix]:
         terms = json.loads(self.path(_TERMS, "bm25_index").read_text("utf-8"))
@@ -277,7 +283,10 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
         "provenance": provenance or {},
     }
     stripped = [_without_text(document) for document in documents]
-    return repository.write_release(manifest, [mask for _, mask in parts], stripped)
+    release = repository.write_release(manifest, [mask for _, mask in parts], stripped)
+    record = json.dumps({"release_id": release.release_id})
+    _replace(build.folder / _RELEASE, lambda p: p.write_text(record, "utf-8"))
+    return release
 
 
 def publish_release(
@@ -289,9 +298,9 @@ def publish_release(
 ) -> tuple[str | None, list[str]]:
     """Make ``release`` the one ``pointer`` names, if nothing moved it since the build planned.
 
-    Returns the release it replaced and the releases retention deleted.
+    The backend must have prepared the release. Returns the release it replaced and the
+    releases retention deleted.
     """
-    backend.prepare(release)
     previous = release.manifest["predecessor"]
     repository.move_pointer(release.release_id, expected=previous, name=pointer)
     backend.point(pointer, release.release_id)

@@ -47,6 +47,7 @@ CURRENT = "current"
 MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.parquet"
 LIVE_FILE = "live.npz"
+_OPEN_ATTEMPTS = 5
 SEGMENT_GRACE = timedelta(hours=1)
 """Unreferenced segments younger than this may belong to a build about to write its release."""
 
@@ -217,14 +218,25 @@ class IndexRepository:
         return Release(folder)
 
     def open_pointer(self, name: str = CURRENT) -> Release:
-        """The release a pointer names, opened; a clear error when there is none yet."""
-        release_id = self.pointer(name)
-        if release_id is None:
-            raise ReleaseError(
-                f"no index release is {name!r} under {self.root}: build one first "
-                "(`make ingest`, or materialise the ingestion group in the Dagster UI)"
-            )
-        return self.open(release_id)
+        """The release a pointer names, fully loaded, so later deletions cannot touch it.
+
+        A writer may move the pointer and retention delete the old release between reading
+        the pointer and loading it: then the pointer is read again. A release that fails to
+        load while the pointer still names it is reported, never skipped.
+        """
+        for _ in range(_OPEN_ATTEMPTS):
+            release_id = self.pointer(name)
+            if release_id is None:
+                raise ReleaseError(
+                    f"no index release is {name!r} under {self.root}: build one first "
+                    "(`make ingest`, or materialise the ingestion group in the Dagster UI)"
+                )
+            try:
+                return self.open(release_id).load()
+            except (ReleaseError, CorruptIndexError):
+                if self.pointer(name) == release_id:
+                    raise
+        raise ReleaseError(f"{name!r} under {self.root} moved {_OPEN_ATTEMPTS} times while opening")
 
     def release_ids(self) -> list[str]:
         """Every complete release, oldest first (ids sort by creation time)."""

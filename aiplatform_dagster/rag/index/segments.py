@@ -93,7 +93,10 @@ def write_segment(
     identifier = segment_id(chunks, vectors)
     target = Path(segments_dir) / identifier
     if target.exists():
-        return Segment(target)
+        try:
+            return Segment(target)
+        except CorruptIndexError:  # damaged copy of this content: set it aside, write anew
+            target.rename(target.with_name(f".{identifier}.{uuid.uuid4().hex}.corrupt"))
     scratch = target.with_name(f".{identifier}.{uuid.uuid4().hex}.tmp")
     scratch.mkdir(parents=True)
     try:

@@ -23,13 +23,13 @@ from aiplatform_dagster.rag.index.build import (
 )
 from aiplatform_dagster.rag.index.releases import IndexRepository, Release, Retention
 from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, VectorBackend
-from aiplatform_dagster.rag.ingest.chunking import Chunk, ChunkingConfig, chunk_documents
+from aiplatform_dagster.rag.ingest.chunking import ChunkedDocuments, ChunkingConfig, chunk_documents
 from aiplatform_dagster.rag.ingest.documents import Document
 
 
 def chunk_for(
     documents: Sequence[Document], embedder: Embedder, config: ChunkingConfig
-) -> list[Chunk]:
+) -> ChunkedDocuments:
     """Chunk with the embedder's tokenizer, refusing a budget the model would truncate."""
     if config.chunk_tokens > embedder.max_tokens:
         raise ValueError(
@@ -62,13 +62,15 @@ def ingest(
     build = Build(repository, f"local-{uuid.uuid4().hex[:12]}")
     try:
         build.write_documents(documents)
-        chunks = chunk_for(documents, embedder, config)
+        chunks = chunk_for(documents, embedder, config).chunks
         identity = embedder_identity(embedder)
         plan_build(build, chunks, identity, embedder.model_id, config, reuse)
         report = embed_build(build, embedder, identity, progress)
         count_build_terms(build)
         release = assemble_release(build)
-        publish_release(repository, release, backend or EmbeddedBackend(), retention or Retention())
+        backend = backend or EmbeddedBackend()
+        backend.prepare(release)
+        publish_release(repository, release, backend, retention or Retention())
     finally:
         shutil.rmtree(build.folder, ignore_errors=True)
     return IngestionSummary(len(documents), len(chunks), report, release)

@@ -1,8 +1,9 @@
-"""Response cache: the same question over the same context with the same model and prompt
-gets the stored answer instead of a new LLM call.
+"""Response cache: the same request to the same model with the same settings gets the stored
+answer instead of a new LLM call.
 
-The key covers everything that shapes the prompt, so a re-ingested document (new chunk
-ids), a model switch or a prompt change never serves a stale answer. Redis is shared by all
+The key is the exact request: the messages as sent (question and every source's text, so a
+re-ingested, merged or truncated source is another key), the model, its endpoint and sampling
+settings, and the prompt version. Redis is shared by all
 API replicas; the SQLite backend serves a laptop or a single node. Hit and miss counters live
 in the backend too, so the hit rate covers every process, not only the current one.
 """
@@ -11,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,21 +21,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_TTL_SECONDS = 86400
 DEFAULT_REDIS_PREFIX = "aiplatform:cache:"
-KEY_SCHEME_VERSION = 1
+KEY_SCHEME_VERSION = 2
 """Bump when the key payload changes, so old entries are not read under the new meaning."""
 
 
 def cache_key(
-    normalised_query: str, context_chunk_ids: Sequence[str], model: str, prompt_version: str
+    messages: Sequence[Mapping[str, str]], generation: Mapping[str, Any], prompt_version: str
 ) -> str:
-    """SHA-256 of the canonical JSON of every prompt input; chunk order matters, as it does
-    in the prompt."""
+    """SHA-256 of the canonical JSON of the request: ``messages`` exactly as sent and
+    ``generation``, everything else the client sends (model, endpoint, sampling settings)."""
     payload = json.dumps(
         {
             "v": KEY_SCHEME_VERSION,
-            "query": normalised_query,
-            "chunks": list(context_chunk_ids),
-            "model": model,
+            "messages": [dict(message) for message in messages],
+            "generation": dict(generation),
             "prompt": prompt_version,
         },
         sort_keys=True,

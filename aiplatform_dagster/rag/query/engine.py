@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from aiplatform_dagster.models.llm import ChatClient
+from aiplatform_dagster.models.llm import ChatClient, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import TokenCounter
 from aiplatform_dagster.rag.query.accounting import PriceTable, StageTimer, Usage
 from aiplatform_dagster.rag.query.cache import ResponseCache, cache_key
@@ -222,16 +222,15 @@ class QueryEngine:
             with timer.stage("generate"):
                 return extractive_answer(query.text, context), AnswerKind.EXTRACTIVE, free
         model = self._llm_model or "unknown"
-        key = cache_key(
-            query.normalised, [s.chunk.chunk_id for s in context.sources], model, PROMPT_VERSION
-        )
+        messages = build_messages(query.text, context)
+        key = cache_key(messages, _generation_settings(self._llm, model), PROMPT_VERSION)
         if self.cache is not None and options.use_cache:
             with timer.stage("cache"):
                 hit = self.cache.get(key)
             if hit is not None:
                 return hit["text"], AnswerKind.CACHED, Usage(0, 0, 0.0, cached=True)
         with timer.stage("generate"):
-            completion = self._llm.complete(build_messages(query.text, context))
+            completion = self._llm.complete(messages)
         if self.cache is not None and options.use_cache:
             self.cache.set(
                 key,
@@ -239,6 +238,20 @@ class QueryEngine:
             )
         usage = self._prices.usage(model, completion.prompt_tokens, completion.completion_tokens)
         return completion.text, AnswerKind.GENERATED, usage
+
+
+def _generation_settings(client: ChatClient, model: str) -> dict[str, Any]:
+    """What the client sends besides the messages: each changes the answer, so each is part of
+    the cache key (a client without OpenAI settings, such as a test double, is its model)."""
+    settings = getattr(client, "settings", None)
+    if not isinstance(settings, LLMSettings):
+        return {"model": model}
+    return {
+        "model": settings.model,
+        "endpoint": settings.endpoint,
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+    }
 
 
 def _prefer_exact(

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DEFAULT_MAX_CHARS = 2000
-_CLOSING_PUNCTUATION = " ?!.。？！"
-"""Stripped from the cache key's form: "Why?" and "why" ask the same thing."""
 
 
 class QueryError(ValueError):
@@ -42,9 +40,7 @@ class PreparedQuery:
     """A normalised query and the features routing and caching need."""
 
     text: str
-    """Normalised, case kept: what is searched and shown back to the user."""
-    normalised: str
-    """``text`` case-folded, closing ?/!/. dropped: the form cache keys are built from."""
+    """Normalised, case kept: what is searched, sent to the LLM and shown back to the user."""
     truncated: bool
     exact_terms: list[str]
     """IDs, codes, identifiers, file names, dates and versions, as written."""
@@ -131,7 +127,6 @@ def prepare_query(raw: str, max_chars: int = DEFAULT_MAX_CHARS) -> PreparedQuery
         text = _truncate(text, max_chars)
     return PreparedQuery(
         text=text,
-        normalised=text.casefold().rstrip(_CLOSING_PUNCTUATION),
         truncated=truncated,
         exact_terms=_unique(match.group() for match in _EXACT_TERM.finditer(text)),
         quoted_phrases=_quoted_phrases(text),

@@ -59,12 +59,14 @@ class Retriever:
         vectors: VectorStore,
         embedder: Embedder,
         release_id: str | None = None,
+        embedder_identity: str = "",
     ) -> None:
         self._chunks = {chunk.chunk_id: chunk for chunk in chunks}
         self._bm25 = bm25
         self._vectors = vectors
         self._embedder = embedder
         self.release_id = release_id
+        self.embedder_identity = embedder_identity or embedder.model_id
 
     @classmethod
     def from_release(
@@ -77,6 +79,7 @@ class Retriever:
             vectors or release.vectors,
             embedder,
             release.release_id,
+            release.embedder_identity,
         )
 
     def keyword_hits(self, query: str, k: int) -> list[Hit]:

@@ -20,7 +20,12 @@ from aiplatform_dagster.rag.query.cache import (
 from aiplatform_dagster_tests.conftest import REDIS_URL
 
 ANSWER = {"answer": "Rotate it with the secrets job.", "citations": ["c1", "c2"], "ü": "ß"}
-KEY_PARTS = ("how do i rotate keys", ("c1", "c2"), "gpt-4o-mini", "prompt-v3")
+MESSAGES = (
+    {"role": "system", "content": "Cite sources."},
+    {"role": "user", "content": "[1] Keys rotate every 90 days.\n\nHow do I rotate keys?"},
+)
+GENERATION = {"model": "gpt-4o-mini", "temperature": 0.0, "max_tokens": 1024}
+KEY_PARTS = (MESSAGES, GENERATION, "prompt-v3")
 
 
 @pytest.fixture
@@ -46,24 +51,36 @@ def make_cache(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[int]
 
 def test_equal_inputs_give_equal_keys() -> None:
     assert cache_key(*KEY_PARTS) == cache_key(
-        "how do i rotate keys", ["c1", "c2"], "gpt-4o-mini", "prompt-v3"
+        [dict(message) for message in MESSAGES],
+        {"max_tokens": 1024, "temperature": 0.0, "model": "gpt-4o-mini"},
+        "prompt-v3",
     )
+
+
+def _with_user(content: str) -> tuple[dict, ...]:
+    return (MESSAGES[0], {"role": "user", "content": content})
 
 
 @pytest.mark.parametrize(
     "changed",
     [
-        ("how do i rotate tokens", ("c1", "c2"), "gpt-4o-mini", "prompt-v3"),
-        ("how do i rotate keys", ("c1", "c3"), "gpt-4o-mini", "prompt-v3"),
-        ("how do i rotate keys", ("c2", "c1"), "gpt-4o-mini", "prompt-v3"),
-        ("how do i rotate keys", ("c1",), "gpt-4o-mini", "prompt-v3"),
-        ("how do i rotate keys", ("c1", "c2"), "gpt-4o", "prompt-v3"),
-        ("how do i rotate keys", ("c1", "c2"), "gpt-4o-mini", "prompt-v4"),
-        ("how do i rotate keys c1", ("c2",), "gpt-4o-mini", "prompt-v3"),
+        (_with_user("[1] Keys rotate every 90 days.\n\nHow do I rotate tokens?"), GENERATION),
+        (_with_user("[1] Keys rotate every 90 days\n\nHow do I rotate keys?"), GENERATION),
+        (_with_user("[1] Keys rotate every 90 days.\n\nhow do I rotate keys?"), GENERATION),
+        (MESSAGES[::-1], GENERATION),
+        (MESSAGES[1:], GENERATION),
+        (MESSAGES, {**GENERATION, "model": "gpt-4o"}),
+        (MESSAGES, {**GENERATION, "temperature": 0.7}),
+        (MESSAGES, {**GENERATION, "max_tokens": 256}),
+        (MESSAGES, {**GENERATION, "endpoint": "http://127.0.0.1:8000/v1"}),
     ],
 )
 def test_any_differing_input_gives_another_key(changed: tuple) -> None:
-    assert cache_key(*changed) != cache_key(*KEY_PARTS)
+    assert cache_key(*changed, "prompt-v3") != cache_key(*KEY_PARTS)
+
+
+def test_another_prompt_version_gives_another_key() -> None:
+    assert cache_key(MESSAGES, GENERATION, "prompt-v4") != cache_key(*KEY_PARTS)
 
 
 def test_keys_are_sha256_hex() -> None:

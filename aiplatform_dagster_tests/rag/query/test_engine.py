@@ -45,11 +45,14 @@ def extractive_engine(sample_retriever, embedder) -> QueryEngine:
     return QueryEngine(sample_retriever, embedder.count_tokens)
 
 
-def llm_engine(sample_retriever, embedder, server: FakeOpenAIServer, cache=None) -> QueryEngine:
+def llm_engine(
+    sample_retriever, embedder, server: FakeOpenAIServer, cache=None, temperature: float = 0.0
+) -> QueryEngine:
     settings = LLMSettings(
         model="gpt-4o-mini",
         base_url=server.base_url,
         api_key="test-key",
+        temperature=temperature,
         timeout_s=2.0,
         max_retries=1,
         backoff_s=0.01,
@@ -88,7 +91,7 @@ def test_generated_answer_is_cited_costed_and_cached(
         cache = LocalResponseCache(tmp_path / "cache.sqlite")
         engine = llm_engine(sample_retriever, embedder, server, cache)
         first = engine.ask(question)
-        second = engine.ask(f"  {question.upper()} ")
+        second = engine.ask(f"  {question}\t")  # the same prompt once normalised
 
     assert first.kind is AnswerKind.GENERATED and first.model == "gpt-4o-mini"
     assert first.citations[0].number == 1
@@ -105,6 +108,31 @@ def test_generated_answer_is_cited_costed_and_cached(
     system, user = server.chat_requests()[0].body["messages"]
     assert system["role"] == "system" and user["role"] == "user"
     assert question in user["content"] and "On-Call Runbook" in user["content"]
+
+
+def test_a_prompt_that_differs_in_any_way_is_never_answered_from_the_cache(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    question = next(iter(KNOWN_ANSWERS))
+    cache = LocalResponseCache(tmp_path / "cache.sqlite")
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache)
+        full = engine.ask(question)
+        # A budget that truncates the first source: its chunk id stays, its text does not.
+        truncated = engine.ask(question, QueryOptions(context_tokens=60))
+        fewer = engine.ask(question, QueryOptions(top_n=1))
+        warmer = llm_engine(sample_retriever, embedder, server, cache, temperature=0.7)
+        sampled = warmer.ask(question)
+        again = engine.ask(question)
+        prompts = [request.body["messages"] for request in server.chat_requests()]
+        sent = [(r.body["messages"], r.body["temperature"]) for r in server.chat_requests()]
+
+    assert truncated.sources[0]["chunk_id"] == full.sources[0]["chunk_id"]
+    assert truncated.sources[0]["text"] != full.sources[0]["text"]
+    assert [a.kind for a in (full, truncated, fewer, sampled)] == [AnswerKind.GENERATED] * 4
+    assert again.kind is AnswerKind.CACHED
+    assert len(sent) == 4 and len({str(item) for item in sent}) == 4
+    assert prompts[0] == prompts[3]  # only the temperature told these two apart
 
 
 def test_citation_to_a_source_that_was_not_given_is_dropped_and_flagged(

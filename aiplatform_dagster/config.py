@@ -1,0 +1,265 @@
+"""The platform's one typed configuration: defaults, an optional YAML profile, the environment.
+
+Read by the Dagster resources, the CLI and the serving API alike; none of them needs Dagster to
+read it. Precedence: environment variables over the profile file (``AIPLATFORM_PROFILE``) over
+the defaults here. Each variable means one thing; secrets come only from the environment (a
+profile that holds one is refused) and are ``SecretStr``, so they never print.
+
+``load_settings(environ)`` reads only the mapping it is given, so tests and tools can build
+settings without touching the process environment.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+
+from aiplatform_dagster.errors import PlatformError
+
+SAMPLE_CORPUS_DIR = Path(__file__).resolve().parent / "sample_corpus"
+PROFILE_VARIABLE = "AIPLATFORM_PROFILE"
+
+
+class ConfigError(PlatformError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+class Section(BaseModel):
+    """A group of settings read from variables named ``{prefix}{FIELD}`` (or a field's alias)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prefix: ClassVar[str] = "AIPLATFORM_"
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable that sets field ``name``."""
+        field = cls.model_fields[name]
+        return field.alias or f"{cls.prefix}{name.upper()}"
+
+
+class PathSettings(Section):
+    storage_dir: Path = Field(
+        default_factory=lambda: Path.cwd() / "storage",
+        description="Artifacts: index releases, builds, caches, benchmark corpora.",
+    )
+    documents_dir: Path = Field(
+        default=SAMPLE_CORPUS_DIR, description="Folder ingestion reads and the sensor watches."
+    )
+
+
+class IngestSettings(Section):
+    max_file_bytes: int = Field(default=5_000_000, gt=0, description="Larger files are skipped.")
+    follow_external_symlinks: bool = Field(
+        default=False, description="Follow links that leave the documents folder."
+    )
+    max_removed_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Refuse a run that would remove more than this share of the documents.",
+    )
+
+
+class EmbeddingSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_EMBEDDING_"
+    provider: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    model: str | None = Field(
+        default=None,
+        description="sentence-transformers folder (default: packaged all-MiniLM-L6-v2), or the "
+        "OpenAI embeddings model (default text-embedding-3-small).",
+    )
+    device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
+    batch_size: int = Field(default=64, gt=0)
+    dimension: int = Field(default=1536, gt=0, description="Vector size of the openai provider.")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible embeddings endpoint (unset: api.openai.com)."
+    )
+    api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per request.")
+    max_retries: int = Field(default=2, ge=0)
+
+
+class VectorSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_VECTOR_"
+    backend: Literal["embedded", "weaviate"] = "embedded"
+
+
+class WeaviateSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_WEAVIATE_"
+    url: str | None = Field(default=None, description="HTTP URL; gRPC on port 50051 of the host.")
+    api_key: SecretStr | None = Field(default=None, alias="WEAVIATE_API_KEY")
+    prefix_name: str = Field(
+        default="Aiplatform",
+        alias="AIPLATFORM_WEAVIATE_PREFIX",
+        description="Collection and alias prefix, so environments can share one server.",
+    )
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ReleaseSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_RELEASE_"
+    keep: int = Field(default=5, ge=1, description="Newest releases always kept.")
+    keep_days: float = Field(default=7.0, ge=0, description="Releases younger than this kept.")
+    lock_timeout_s: float = Field(default=600.0, gt=0, description="Wait for another writer.")
+
+
+class RerankerSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_RERANKER_"
+    model: str | None = Field(
+        default=None, description="CrossEncoder folder, hub name or MLflow URI."
+    )
+    device: str = "cpu"
+
+
+class LLMConfig(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_LLM_"
+    model: str = Field(default="gpt-4o-mini", description="Model, or Azure deployment.")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible chat endpoint.")
+    api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    azure_endpoint: str | None = Field(default=None, alias="AZURE_OPENAI_ENDPOINT")
+    azure_api_key: SecretStr | None = Field(default=None, alias="AZURE_OPENAI_API_KEY")
+    api_version: str | None = Field(default=None, alias="OPENAI_API_VERSION")
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(default=1024, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="Per attempt.")
+    max_retries: int = Field(default=2, ge=0)
+    judge_model: str | None = Field(
+        default=None,
+        alias="AIPLATFORM_JUDGE_MODEL",
+        description="Model that grades answers in answer_eval (unset: the answering model).",
+    )
+
+
+class CacheSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_CACHE_"
+    redis_url: str | None = Field(
+        default=None,
+        alias="AIPLATFORM_REDIS_URL",
+        description="Response cache in Redis; unset: SQLite in the storage folder.",
+    )
+    redis_prefix: str = Field(default="aiplatform:cache:", alias="AIPLATFORM_REDIS_PREFIX")
+    ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+
+
+class QuerySettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_QUERY_"
+    candidates: int = Field(default=10, gt=0, description="Fused candidates the reranker scores.")
+    top_n: int = Field(default=3, gt=0, description="Chunks kept after reranking.")
+    dense_weight: float = Field(default=0.7, ge=0, le=1, description="Semantic share of hybrid.")
+    fusion: str = Field(default="score", description="Hybrid fusion method.")
+    context_tokens: int = Field(default=1800, gt=0, description="Token budget of the sources.")
+    keyword_max_words: int = Field(default=4, ge=0)
+    semantic_min_words: int = Field(default=12, gt=0)
+    price_table: Path | None = Field(
+        default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."
+    )
+
+
+class Settings(BaseModel):
+    """Everything the platform reads, grouped by what it configures."""
+
+    model_config = ConfigDict(frozen=True)
+
+    paths: PathSettings = Field(default_factory=PathSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    vectors: VectorSettings = Field(default_factory=VectorSettings)
+    weaviate: WeaviateSettings = Field(default_factory=WeaviateSettings)
+    releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    reranker: RerankerSettings = Field(default_factory=RerankerSettings)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
+
+    def replace(self, **sections: Mapping[str, Any]) -> "Settings":
+        """A copy with fields of named sections replaced, validated like the environment."""
+        values = self.model_dump(by_alias=False)
+        for name, changes in sections.items():
+            values[name] = {**values[name], **changes}
+        return _validated(values, source="overrides")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> "Settings":
+    """Settings from ``environ`` (the process environment when None) and its profile file.
+
+    Unset and empty variables both mean "not given". A value that does not parse raises
+    ``ConfigError`` naming the variable, the value and what it must be.
+    """
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if v.strip()}
+    values: dict[str, dict[str, Any]] = _read_profile(env.get(PROFILE_VARIABLE))
+    for name, section in _sections().items():
+        for field_name in section.model_fields:
+            variable = section.variable(field_name)
+            if variable in env:
+                values.setdefault(name, {})[field_name] = env[variable]
+    return _validated(values, source="environment")
+
+
+def _sections() -> dict[str, type[Section]]:
+    return {
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+    }
+
+
+def _validated(values: dict[str, dict[str, Any]], source: str) -> Settings:
+    sections = _sections()
+    built: dict[str, Section] = {}
+    for name, section in sections.items():
+        given = values.get(name, {})
+        try:
+            built[name] = section.model_validate(
+                {_input_key(section.model_fields[k], k): v for k, v in given.items()}
+            )
+        except ValidationError as error:
+            raise ConfigError(_explain(section, error, given, source)) from None
+    return Settings(**built)
+
+
+def _input_key(field: FieldInfo, name: str) -> str:
+    return field.alias or name
+
+
+def _explain(section: type[Section], error: ValidationError, given: dict, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        field_name = next((str(part) for part in item["loc"]), "")
+        by_alias = {f.alias: n for n, f in section.model_fields.items() if f.alias}
+        field_name = by_alias.get(field_name, field_name)
+        if field_name in section.model_fields:
+            variable = section.variable(field_name)
+            value = given.get(field_name, "<unset>")
+            shown = "<secret>" if "api_key" in field_name else repr(value)
+            problems.append(f"{variable}={shown}: {item['msg']}")
+        else:
+            problems.append(f"{field_name}: {item['msg']}")
+    return f"invalid configuration ({source}): " + "; ".join(problems)
+
+
+def _read_profile(path: str | None) -> dict[str, dict[str, Any]]:
+    """A YAML file of sections, e.g. ``llm: {model: gpt-4o}``; secrets are refused."""
+    if not path:
+        return {}
+    try:
+        profile = yaml.safe_load(Path(path).read_text("utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{PROFILE_VARIABLE}={path}: cannot read the profile ({error})") from None
+    sections = _sections()
+    if not isinstance(profile, dict) or not set(profile) <= set(sections):
+        raise ConfigError(
+            f"{PROFILE_VARIABLE}={path}: expected a mapping of sections "
+            f"{sorted(sections)}, got {sorted(profile) if isinstance(profile, dict) else profile!r}"
+        )
+    for name, values in profile.items():
+        secrets = [key for key in values or {} if "api_key" in key]
+        if secrets:
+            raise ConfigError(
+                f"{PROFILE_VARIABLE}={path}: {name}.{secrets[0]} is a secret; set it in the "
+                "environment, never in a file"
+            )
+    return {name: dict(values or {}) for name, values in profile.items()}

@@ -1,0 +1,70 @@
+"""Which build folder an ingestion step works in.
+
+Each run stages its build under ``builds/<run id>``. When a step runs without its upstream
+steps (a user materialises only ``bm25_index``), the upstream files are linked in from the
+build that the upstream asset's latest materialisation recorded, so any subset of the group
+can run and every step still reads one consistent set of inputs.
+"""
+
+import os
+import shutil
+from collections.abc import Sequence
+
+import dagster as dg
+
+from aiplatform_dagster.rag.index.build import Build, BuildError
+from aiplatform_dagster.rag.index.releases import IndexRepository
+
+BUILD_ID = "build_id"
+"""Materialisation metadata key naming the build an ingestion step wrote."""
+
+PRODUCES: dict[str, tuple[str, ...]] = {
+    "source_documents": ("documents.parquet",),
+    "document_chunks": ("chunks.parquet", "plan.json"),
+    "chunk_embeddings": ("vectors.npy",),
+    "bm25_index": ("terms.json", "counts.npz"),
+    "index_release": ("release.json",),
+}
+
+
+def run_build(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    repository: IndexRepository,
+    upstream: Sequence[str],
+) -> Build:
+    """This run's build, with the files of ``upstream`` steps that ran elsewhere linked in
+    (a check launched on its own from the UI checks what the asset last wrote)."""
+    build = Build(repository, context.run.run_id)
+    for asset_name in upstream:
+        files = PRODUCES[asset_name]
+        if all(build.exists(name) for name in files):
+            continue
+        source = _latest_build(context.instance, asset_name)
+        if source is None:
+            raise BuildError(
+                f"{asset_name} has never been materialised: materialise the ingestion group "
+                "(or at least its upstream steps) first"
+            )
+        _link(Build(repository, source), build, files, asset_name)
+        context.log.info(f"Using {asset_name} from build {source}")
+    return build
+
+
+def _latest_build(instance: dg.DagsterInstance, asset_name: str) -> str | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset_name))
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get(BUILD_ID) if materialization else None
+    return value.value if value is not None else None
+
+
+def _link(source: Build, target: Build, files: Sequence[str], asset_name: str) -> None:
+    target.folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        origin = source.path(name, asset_name)
+        destination = target.folder / name
+        if destination.exists():
+            destination.unlink()
+        try:
+            os.link(origin, destination)
+        except OSError:  # another filesystem, or links not supported: copy
+            shutil.copy2(origin, destination)
