@@ -1,7 +1,8 @@
 """Turn the [n] markers of an answer into document citations, and catch invented ones.
 
-A model sometimes cites a number it was never given. Such a marker points at nothing, so it is
-removed from the text and the answer is flagged for review instead of shown as grounded.
+A model sometimes cites a number it was never given, or nothing at all. Such a marker points at
+nothing, so it is removed from the text; either way the answer is flagged for review instead of
+shown as grounded (an "I don't know" needs no citation).
 """
 
 import re
@@ -30,7 +31,8 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class CitedAnswer:
-    """The answer with only real citations left, and what was wrong with it."""
+    """The answer with only real citations left, and what was wrong with it: ``flagged`` when
+    it cited a source it was not given or cites none at all (``uncited``)."""
 
     text: str
     citations: list[Citation]
@@ -60,12 +62,13 @@ def resolve_citations(answer: str, context: Context) -> CitedAnswer:
         return f"{leading}[{', '.join(map(str, dict.fromkeys(valid)))}]"
 
     text = _MARKER.sub(rewrite, answer)
+    uncited = not cited and not is_no_answer(text)
     return CitedAnswer(
         text=text,
         citations=list(cited.values()),
         invalid_citations=list(invalid),
-        flagged=bool(invalid),
-        uncited=not cited and not is_no_answer(text),
+        flagged=bool(invalid) or uncited,
+        uncited=uncited,
     )
 
 

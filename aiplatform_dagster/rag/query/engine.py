@@ -38,6 +38,11 @@ NO_LLM_NOTE = (
     "or AZURE_OPENAI_ENDPOINT); sentences are quoted from the top sources"
 )
 
+UNCITED_NOTE = (
+    "flagged: the answer cites no source, so nothing shows it comes from the documents; "
+    "check it against the sources before relying on it"
+)
+
 
 class AnswerKind(StrEnum):
     GENERATED = "generated"
@@ -178,10 +183,12 @@ class QueryEngine:
             context = build_context(retrieval.chunks, options.context_tokens, self._count_tokens)
         text, kind, usage = self._answer(query, context, options, timer, notes)
         cited = resolve_citations(text, context)
-        if cited.flagged:
+        if cited.invalid_citations:
             notes.append(
                 f"removed citations to sources that were not provided: {cited.invalid_citations}"
             )
+        if cited.uncited:
+            notes.append(UNCITED_NOTE)
         return Answer(
             question=query.text,
             text=cited.text,

@@ -70,12 +70,15 @@ def test_a_number_outside_the_context_is_removed_and_flagged() -> None:
     assert answer.flagged
 
 
-def test_an_answer_without_valid_citations_is_uncited_unless_it_is_i_dont_know() -> None:
+def test_an_answer_without_valid_citations_is_uncited_and_flagged_unless_it_is_i_dont_know() -> (
+    None
+):
     context = three_sources()
-    assert resolve_citations("Keys rotate every 90 days.", context).uncited
+    plain = resolve_citations("Keys rotate every 90 days.", context)
+    assert plain.uncited and plain.flagged and plain.invalid_citations == []
     assert resolve_citations("Keys rotate [5].", context).uncited
     idk = resolve_citations("I don't know: the sources do not cover quotas.", context)
-    assert not idk.uncited and idk.citations == []
+    assert not idk.uncited and not idk.flagged and idk.citations == []
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,21 @@ def test_citation_to_a_source_that_was_not_given_is_dropped_and_flagged(
     assert any("not provided" in note for note in answer.notes)
 
 
+def test_an_answer_citing_nothing_is_flagged_with_a_note(sample_retriever, embedder) -> None:
+    with FakeOpenAIServer(chat_reply=lambda _: "Hand-over is Monday 10:00 UTC.") as server:
+        answer = llm_engine(sample_retriever, embedder, server).ask(next(iter(KNOWN_ANSWERS)))
+    assert answer.kind is AnswerKind.GENERATED
+    assert answer.flagged and answer.citations == [] and answer.invalid_citations == []
+    assert any("cites no source" in note for note in answer.notes)
+
+
+def test_an_i_dont_know_answer_needs_no_citation(sample_retriever, embedder) -> None:
+    reply = "I don't know: the sources do not cover hand-over."
+    with FakeOpenAIServer(chat_reply=lambda _: reply) as server:
+        answer = llm_engine(sample_retriever, embedder, server).ask(next(iter(KNOWN_ANSWERS)))
+    assert not answer.flagged and not any("cites no source" in n for n in answer.notes)
+
+
 def test_llm_timeout_is_retried_then_reported_clearly(sample_retriever, embedder) -> None:
     with FakeOpenAIServer(hang_s=5.0) as server:
         server.time_out_next(5)
