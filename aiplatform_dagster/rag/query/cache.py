@@ -3,24 +3,34 @@ answer instead of a new LLM call.
 
 The key is the exact request: the messages as sent (question and every source's text, so a
 re-ingested, merged or truncated source is another key), the model, its endpoint and sampling
-settings, and the prompt version. Redis is shared by all
-API replicas; the SQLite backend serves a laptop or a single node. Hit and miss counters live
-in the backend too, so the hit rate covers every process, not only the current one.
+settings, and the prompt version. Redis is shared by all API replicas; the SQLite backend
+serves a laptop or a single node. Hit and miss counters live in the backend too, so the hit
+rate covers every process, not only the current one.
+
+A cache is an optimisation, never a dependency: a backend that is down or broken raises
+``CacheUnavailable`` from the call that met it (counted in ``stats().errors``), and the query
+path answers without the cache and says so. An unreachable Redis never stops a process from
+starting, and is left alone for ``retry_after_s`` after a failure so each query does not wait
+on it.
 """
 
 import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from aiplatform_dagster.errors import PlatformError
+
 DEFAULT_TTL_SECONDS = 86400
 DEFAULT_REDIS_PREFIX = "aiplatform:cache:"
+DEFAULT_REDIS_TIMEOUT_S = 2.0
+DEFAULT_RETRY_AFTER_S = 30.0
 KEY_SCHEME_VERSION = 2
 """Bump when the key payload changes, so old entries are not read under the new meaning."""
 
@@ -44,10 +54,18 @@ def cache_key(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class CacheUnavailable(PlatformError):
+    """The cache backend could not be used for this call; the caller goes on without it."""
+
+
 @dataclass(frozen=True)
 class CacheStats:
     hits: int
     misses: int
+    errors: int = 0
+    """Lookups and stores that failed in this process: those queries went without the cache."""
+    unavailable: str | None = None
+    """Why the shared hit and miss counters could not be read (they read 0 then)."""
 
     @property
     def hit_rate(self) -> float:
@@ -57,9 +75,13 @@ class CacheStats:
 
 
 class ResponseCache(Protocol):
-    def get(self, key: str) -> dict[str, Any] | None: ...
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored entry or None; raises CacheUnavailable when the backend fails."""
+        ...
 
-    def set(self, key: str, value: dict[str, Any]) -> None: ...
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        """Store an entry; raises CacheUnavailable when the backend fails."""
+        ...
 
     def stats(self) -> CacheStats: ...
 
@@ -70,43 +92,84 @@ def _check_ttl(ttl_seconds: int) -> None:
 
 
 class RedisResponseCache:
-    """JSON entries under ``prefix`` with a TTL; counters are Redis integers next to them."""
+    """JSON entries under ``prefix`` with a TTL; counters are Redis integers next to them.
+
+    Nothing is contacted on construction, so a Redis that is down never stops a process from
+    starting; each call that cannot reach it raises CacheUnavailable, and for
+    ``retry_after_s`` after that, calls are skipped at once instead of waiting on timeouts.
+    """
 
     def __init__(
         self,
         url: str,
         prefix: str = DEFAULT_REDIS_PREFIX,
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        timeout_s: float = DEFAULT_REDIS_TIMEOUT_S,
+        retry_after_s: float = DEFAULT_RETRY_AFTER_S,
     ) -> None:
         import redis
 
         _check_ttl(ttl_seconds)
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        self._client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        self._url = _redact(url)
         self._prefix = prefix
         self._ttl_seconds = ttl_seconds
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            raise ConnectionError(
-                f"The Redis response cache at {_redact(url)} is unreachable ({exc}): start "
-                "Redis or fix its URL, or leave the Redis URL unset to use the local cache"
-            ) from exc
+        self._retry_after_s = retry_after_s
+        self._errors = 0
+        self._down_until = 0.0
+        self._down_because = ""
 
     def entry_key(self, key: str) -> str:
         """The Redis key an entry is stored under."""
         return f"{self._prefix}entry:{key}"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        raw = self._client.get(self.entry_key(key))
-        self._client.incr(f"{self._prefix}{'misses' if raw is None else 'hits'}")
+        def lookup() -> Any:
+            raw = self._client.get(self.entry_key(key))
+            self._client.incr(f"{self._prefix}{'misses' if raw is None else 'hits'}")
+            return raw
+
+        raw = self._call(lookup)
         return None if raw is None else json.loads(raw)
 
     def set(self, key: str, value: dict[str, Any]) -> None:
-        self._client.set(self.entry_key(key), json.dumps(value), ex=self._ttl_seconds)
+        payload = json.dumps(value)
+        self._call(lambda: self._client.set(self.entry_key(key), payload, ex=self._ttl_seconds))
 
     def stats(self) -> CacheStats:
-        hits, misses = self._client.mget(f"{self._prefix}hits", f"{self._prefix}misses")
-        return CacheStats(int(hits or 0), int(misses or 0))
+        import redis
+
+        try:
+            hits, misses = self._client.mget(f"{self._prefix}hits", f"{self._prefix}misses")
+        except redis.RedisError as error:
+            return CacheStats(0, 0, self._errors, self._unreachable(error))
+        return CacheStats(int(hits or 0), int(misses or 0), self._errors)
+
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        """``operation()``, or CacheUnavailable (counted) when Redis fails or failed lately."""
+        import redis
+
+        now = time.monotonic()
+        if now < self._down_until:
+            self._errors += 1
+            raise CacheUnavailable(
+                f"{self._down_because}; skipped, retrying in {self._down_until - now:.0f} s"
+            )
+        try:
+            return operation()
+        except redis.RedisError as error:
+            self._errors += 1
+            self._down_because = self._unreachable(error)
+            self._down_until = time.monotonic() + self._retry_after_s
+            raise CacheUnavailable(self._down_because) from error
+
+    def _unreachable(self, error: Exception) -> str:
+        return (
+            f"the Redis response cache at {self._url} is unreachable ({error}): start Redis or "
+            "fix AIPLATFORM_REDIS_URL, or unset it to use the local cache"
+        )
 
 
 class LocalResponseCache:
@@ -116,6 +179,7 @@ class LocalResponseCache:
         _check_ttl(ttl_seconds)
         self._path = Path(path)
         self._ttl_seconds = ttl_seconds
+        self._errors = 0
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn, conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -134,31 +198,56 @@ class LocalResponseCache:
         return closing(sqlite3.connect(self._path, timeout=30))
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._connect() as conn, conn:
-            row = conn.execute(
-                "SELECT value FROM entries WHERE key = ? AND expires_at > ?", (key, time.time())
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO counters (name, count) VALUES (?, 1) "
-                "ON CONFLICT (name) DO UPDATE SET count = count + 1",
-                ("misses" if row is None else "hits",),
-            )
+        def lookup() -> Any:
+            with self._connect() as conn, conn:
+                row = conn.execute(
+                    "SELECT value FROM entries WHERE key = ? AND expires_at > ?",
+                    (key, time.time()),
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO counters (name, count) VALUES (?, 1) "
+                    "ON CONFLICT (name) DO UPDATE SET count = count + 1",
+                    ("misses" if row is None else "hits",),
+                )
+            return row
+
+        row = self._call(lookup)
         return None if row is None else json.loads(row[0])
 
     def set(self, key: str, value: dict[str, Any]) -> None:
-        now = time.time()
-        with self._connect() as conn, conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
-                (key, json.dumps(value), now + self._ttl_seconds),
-            )
-            # Expired entries are never read; deleting them here keeps the file bounded.
-            conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+        def store() -> None:
+            now = time.time()
+            with self._connect() as conn, conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
+                    (key, json.dumps(value), now + self._ttl_seconds),
+                )
+                # Expired entries are never read; deleting them here keeps the file bounded.
+                conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+
+        self._call(store)
 
     def stats(self) -> CacheStats:
-        with self._connect() as conn:
-            counts = dict(conn.execute("SELECT name, count FROM counters").fetchall())
-        return CacheStats(counts.get("hits", 0), counts.get("misses", 0))
+        try:
+            with self._connect() as conn:
+                counts = dict(conn.execute("SELECT name, count FROM counters").fetchall())
+        except sqlite3.Error as error:
+            return CacheStats(0, 0, self._errors, self._broken(error))
+        return CacheStats(counts.get("hits", 0), counts.get("misses", 0), self._errors)
+
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        """``operation()``, or CacheUnavailable (counted) when the SQLite file fails."""
+        try:
+            return operation()
+        except sqlite3.Error as error:
+            self._errors += 1
+            raise CacheUnavailable(self._broken(error)) from error
+
+    def _broken(self, error: Exception) -> str:
+        return (
+            f"the local response cache {self._path} cannot be used ({error}): delete the file "
+            "(it only holds cached answers) or fix its folder's permissions and free space"
+        )
 
 
 def open_cache(
@@ -167,8 +256,10 @@ def open_cache(
     ttl: int = DEFAULT_TTL_SECONDS,
     redis_prefix: str = DEFAULT_REDIS_PREFIX,
 ) -> ResponseCache:
-    """Redis when a URL is configured (an unreachable Redis is an error, not a silent
-    fallback that would split the cache across replicas), else SQLite at ``local_path``."""
+    """Redis when a URL is configured, else SQLite at ``local_path``.
+
+    An unreachable Redis is not replaced by the local file (that would split the cache across
+    replicas): its calls fail with CacheUnavailable and queries go without the cache."""
     if redis_url:
         return RedisResponseCache(redis_url, prefix=redis_prefix, ttl_seconds=ttl)
     return LocalResponseCache(local_path, ttl_seconds=ttl)

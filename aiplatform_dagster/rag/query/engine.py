@@ -13,7 +13,7 @@ from typing import Any
 from aiplatform_dagster.models.llm import ChatClient, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import TokenCounter
 from aiplatform_dagster.rag.query.accounting import PriceTable, StageTimer, Usage
-from aiplatform_dagster.rag.query.cache import ResponseCache, cache_key
+from aiplatform_dagster.rag.query.cache import CacheUnavailable, ResponseCache, cache_key
 from aiplatform_dagster.rag.query.citations import Citation, resolve_citations
 from aiplatform_dagster.rag.query.context import Context, build_context
 from aiplatform_dagster.rag.query.extractive import extractive_answer
@@ -37,7 +37,7 @@ NO_LLM_NOTE = (
     "extractive answer: no LLM configured (set OPENAI_API_KEY and/or AIPLATFORM_LLM_BASE_URL, "
     "or AZURE_OPENAI_ENDPOINT); sentences are quoted from the top sources"
 )
-
+CACHE_SKIPPED_NOTE = "answered without the response cache"
 UNCITED_NOTE = (
     "flagged: the answer cites no source, so nothing shows it comes from the documents; "
     "check it against the sources before relying on it"
@@ -231,20 +231,37 @@ class QueryEngine:
         model = self._llm_model or "unknown"
         messages = build_messages(query.text, context)
         key = cache_key(messages, _generation_settings(self._llm, model), PROMPT_VERSION)
-        if self.cache is not None and options.use_cache:
+        cache = self.cache if options.use_cache else None
+        if cache is not None:
             with timer.stage("cache"):
-                hit = self.cache.get(key)
+                hit, cache = _lookup(cache, key, notes)
             if hit is not None:
                 return hit["text"], AnswerKind.CACHED, Usage(0, 0, 0.0, cached=True)
         with timer.stage("generate"):
             completion = self._llm.complete(messages)
-        if self.cache is not None and options.use_cache:
-            self.cache.set(
-                key,
-                {"text": completion.text, "model": completion.model},
-            )
+        if cache is not None:
+            _store(cache, key, {"text": completion.text, "model": completion.model}, notes)
         usage = self._prices.usage(model, completion.prompt_tokens, completion.completion_tokens)
         return completion.text, AnswerKind.GENERATED, usage
+
+
+def _lookup(
+    cache: ResponseCache, key: str, notes: list[str]
+) -> tuple[dict[str, Any] | None, ResponseCache | None]:
+    """The cached entry, and the cache to store into: None when it just failed (noted)."""
+    try:
+        return cache.get(key), cache
+    except CacheUnavailable as error:
+        notes.append(f"{CACHE_SKIPPED_NOTE}: {error}")
+        return None, None
+
+
+def _store(cache: ResponseCache, key: str, entry: dict[str, Any], notes: list[str]) -> None:
+    """Keep the answer for next time; a cache that fails only costs a note."""
+    try:
+        cache.set(key, entry)
+    except CacheUnavailable as error:
+        notes.append(f"{CACHE_SKIPPED_NOTE}: {error}")
 
 
 def _generation_settings(client: ChatClient, model: str) -> dict[str, Any]:

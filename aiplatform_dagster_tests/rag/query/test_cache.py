@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from aiplatform_dagster.rag.query.cache import (
+    CacheUnavailable,
     LocalResponseCache,
     RedisResponseCache,
     ResponseCache,
@@ -18,6 +19,7 @@ from aiplatform_dagster.rag.query.cache import (
     open_cache,
 )
 from aiplatform_dagster_tests.conftest import REDIS_URL
+from aiplatform_dagster_tests.rag.query.conftest import OwnRedis, free_port
 
 ANSWER = {"answer": "Rotate it with the secrets job.", "citations": ["c1", "c2"], "ü": "ß"}
 MESSAGES = (
@@ -170,12 +172,66 @@ def test_open_cache_uses_redis_when_a_url_is_configured(tmp_path: Path) -> None:
     assert isinstance(open_cache(None, tmp_path / "cache.sqlite", 60), LocalResponseCache)
 
 
-def test_an_unreachable_redis_fails_at_open_time_without_leaking_the_password(
+def test_an_unreachable_redis_opens_as_a_cache_that_says_it_is_unavailable(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(ConnectionError, match="unreachable") as error:
-        open_cache("redis://:s3cret@127.0.0.1:1/0", tmp_path / "cache.sqlite", 60)
+    cache = open_cache(f"redis://:s3cret@127.0.0.1:{free_port()}/0", tmp_path / "c.sqlite", 60)
 
-    assert "s3cret" not in str(error.value)
-    assert "127.0.0.1:1" in str(error.value)
-    assert not (tmp_path / "cache.sqlite").exists()
+    with pytest.raises(CacheUnavailable, match="unreachable") as error:
+        cache.get("key")
+    with pytest.raises(CacheUnavailable):
+        cache.set("key", ANSWER)
+    stats = cache.stats()
+
+    assert "s3cret" not in str(error.value) and "AIPLATFORM_REDIS_URL" in str(error.value)
+    assert (stats.hits, stats.misses, stats.errors) == (0, 0, 2)
+    assert stats.unavailable and "unreachable" in stats.unavailable
+    assert not (tmp_path / "c.sqlite").exists()  # no silent split of the shared cache
+
+
+def test_a_redis_lost_after_start_fails_each_call_cleanly_until_it_is_back(
+    own_redis: OwnRedis,
+) -> None:
+    cache = RedisResponseCache(own_redis.url, prefix="t:", ttl_seconds=60, retry_after_s=0)
+    cache.set("key", ANSWER)
+    assert cache.get("key") == ANSWER
+
+    own_redis.kill()
+    with pytest.raises(CacheUnavailable, match=str(own_redis.port)):
+        cache.get("key")
+    with pytest.raises(CacheUnavailable):
+        cache.set("key", ANSWER)
+    assert cache.stats().errors == 2
+
+    own_redis.start()  # the same port, empty: nothing was persisted
+    assert cache.get("key") is None
+    cache.set("key", ANSWER)
+    assert cache.get("key") == ANSWER
+    assert (cache.stats().hits, cache.stats().misses, cache.stats().errors) == (1, 1, 2)
+
+
+def test_after_a_failure_redis_is_left_alone_for_a_while(own_redis: OwnRedis) -> None:
+    cache = RedisResponseCache(own_redis.url, prefix="t:", ttl_seconds=60, retry_after_s=60)
+    own_redis.kill()
+    with pytest.raises(CacheUnavailable):
+        cache.get("key")
+    own_redis.start()
+
+    started = time.monotonic()
+    with pytest.raises(CacheUnavailable, match="skipped"):
+        cache.get("key")
+    assert time.monotonic() - started < 0.1
+    assert cache.stats().errors == 2
+
+
+def test_a_corrupt_local_cache_file_fails_each_call_cleanly(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    cache = LocalResponseCache(path, ttl_seconds=60)
+    for leftover in tmp_path.glob("cache.sqlite*"):
+        leftover.write_bytes(b"this is not a database" * 100)
+
+    with pytest.raises(CacheUnavailable, match=str(path)):
+        cache.get("key")
+    with pytest.raises(CacheUnavailable):
+        cache.set("key", ANSWER)
+    assert cache.stats().errors == 2

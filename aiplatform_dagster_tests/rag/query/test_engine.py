@@ -9,8 +9,9 @@ from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.accounting import PriceTable
-from aiplatform_dagster.rag.query.cache import LocalResponseCache
+from aiplatform_dagster.rag.query.cache import LocalResponseCache, RedisResponseCache, open_cache
 from aiplatform_dagster.rag.query.engine import (
+    CACHE_SKIPPED_NOTE,
     NO_LLM_NOTE,
     NO_RERANKER_NOTE,
     AnswerKind,
@@ -21,6 +22,7 @@ from aiplatform_dagster.rag.query.preprocess import QueryError
 from aiplatform_dagster.rag.query.retriever import Retriever, SearchMode
 from aiplatform_dagster_tests.conftest import write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.rag.query.conftest import OwnRedis, free_port
 
 KNOWN_ANSWERS = {
     "When does the on-call rotation hand over to the next engineer?": (
@@ -133,6 +135,40 @@ def test_a_prompt_that_differs_in_any_way_is_never_answered_from_the_cache(
     assert again.kind is AnswerKind.CACHED
     assert len(sent) == 4 and len({str(item) for item in sent}) == 4
     assert prompts[0] == prompts[3]  # only the temperature told these two apart
+
+
+def test_search_and_ask_work_without_a_redis_that_is_down_from_the_start(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    cache = open_cache(f"redis://127.0.0.1:{free_port()}/0", tmp_path / "cache.sqlite")
+    question = next(iter(KNOWN_ANSWERS))
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache)
+        found = engine.retrieve(question, SearchMode.HYBRID, engine.defaults)
+        answer = engine.ask(question)
+
+    assert found.chunks[0].chunk.doc_id == KNOWN_ANSWERS[question]
+    assert answer.kind is AnswerKind.GENERATED and answer.citations
+    assert any(CACHE_SKIPPED_NOTE in note and "unreachable" in note for note in answer.notes)
+    assert cache.stats().errors == 1
+
+
+def test_ask_answers_without_a_redis_lost_after_start(
+    sample_retriever, embedder, own_redis: OwnRedis
+) -> None:
+    cache = RedisResponseCache(own_redis.url, prefix="t:", retry_after_s=0)
+    question = next(iter(KNOWN_ANSWERS))
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache)
+        engine.ask(question)
+        assert engine.ask(question).kind is AnswerKind.CACHED
+        own_redis.kill()
+        answer = engine.ask(question)
+
+    assert answer.kind is AnswerKind.GENERATED and answer.citations
+    assert any(CACHE_SKIPPED_NOTE in note for note in answer.notes)
+    assert len(server.chat_requests()) == 2
+    assert cache.stats().errors == 1
 
 
 def test_citation_to_a_source_that_was_not_given_is_dropped_and_flagged(
