@@ -24,14 +24,16 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# First run: materialise the ingestion group on the sample corpus so `aiplatform search` answers at once.
+# Materialise the ingestion group (first run: the sample corpus) so `aiplatform search` answers.
+# Runs left behind by a killed process are failed first, so their pool slots never block it.
 # No daemon watches a CLI run: first fail runs whose process was killed and free their pool slots.
 ingest: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m aiplatform_dagster.defs.maintenance
 	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select 'group:ingestion'
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/vector_index/manifest.json || $(MAKE) ingest
+	$(BIN)/python -m aiplatform_dagster.defs.maintenance
+	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/pointers/current.json || $(MAKE) ingest
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: lint

@@ -90,7 +90,8 @@ class VectorSettings(Section):
 
 class WeaviateSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_WEAVIATE_"
-    url: str | None = Field(default=None, description="HTTP URL; gRPC on port 50051 of the host.")
+    url: str | None = Field(default=None, description="HTTP URL, e.g. http://weaviate:8080.")
+    grpc_port: int | None = Field(default=None, gt=0, description="gRPC port (unset: 50051).")
     api_key: SecretStr | None = Field(default=None, alias="WEAVIATE_API_KEY")
     prefix_name: str = Field(
         default="Aiplatform",

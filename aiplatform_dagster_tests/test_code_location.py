@@ -23,7 +23,8 @@ INGESTION_ASSETS = {
     "document_chunks",
     "chunk_embeddings",
     "bm25_index",
-    "vector_index",
+    "index_release",
+    "current_release",
 }
 EVALUATION_ASSETS = {"retrieval_eval", "answer_eval"}
 HEAVY_MODULES = (
@@ -42,7 +43,12 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
         node = graph.get(key)
         assert node.owners == ["team:ml-platform"], key
         assert node.description, key
-    assert {c.name for c in graph.asset_check_keys} == {"chunks_are_valid", "embeddings_are_valid"}
+    assert {c.name for c in graph.asset_check_keys} == {
+        "chunks_are_valid",
+        "embeddings_are_valid",
+        "release_is_consistent",
+    }
+    assert graph.get(dg.AssetKey("retrieval_eval")).parent_keys == {dg.AssetKey("current_release")}
     assert defs.resolve_sensor_def("new_documents_sensor").job_name == "ingestion_job"
     automation = defs.resolve_sensor_def("evaluation_automation")
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING

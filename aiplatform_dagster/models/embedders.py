@@ -125,6 +125,11 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
         return _load_sentence_transformer(self._model_path, self._device)
 
     @property
+    def model_path(self) -> str:
+        """The folder the weights are read from (their digest is the embedder's identity)."""
+        return self._model_path
+
+    @property
     def model_id(self) -> str:
         return f"sentence-transformers:{self._model_id}"
 

@@ -63,6 +63,7 @@ def build_vector_backend(settings: Settings) -> VectorBackend:
             weaviate.url,
             weaviate.api_key.get_secret_value() if weaviate.api_key else None,
             prefix=weaviate.prefix_name,
+            grpc_port=weaviate.grpc_port,
             timeout_s=weaviate.timeout_s,
         )
     return EmbeddedBackend()
