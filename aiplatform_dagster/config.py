@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.rag.query.retriever import FusionMethod
 
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parent / "sample_corpus"
 PROFILE_VARIABLE = "AIPLATFORM_PROFILE"
@@ -151,11 +152,11 @@ class QuerySettings(Section):
     candidates: int = Field(default=10, gt=0, description="Fused candidates the reranker scores.")
     top_n: int = Field(default=3, gt=0, description="Chunks kept after reranking.")
     dense_weight: float = Field(default=0.7, ge=0, le=1, description="Semantic share of hybrid.")
-    fusion: str = Field(default="score", description="Hybrid fusion method.")
+    fusion: FusionMethod = Field(default=FusionMethod.SCORE, description="Hybrid fusion method.")
     context_tokens: int = Field(default=1800, gt=0, description="Token budget of the sources.")
     keyword_max_words: int = Field(default=4, ge=0)
     semantic_min_words: int = Field(default=12, gt=0)
-    price_table: Path | None = Field(
+    price_table: FilePath | None = Field(
         default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."
     )
 
@@ -218,7 +219,7 @@ def _validated(values: dict[str, dict[str, Any]], source: str) -> Settings:
                 {_input_key(section.model_fields[k], k): v for k, v in given.items()}
             )
         except ValidationError as error:
-            raise ConfigError(_explain(section, error, given, source)) from None
+            raise ConfigError(_explain(name, section, error, given, source)) from None
     return Settings(**built)
 
 
@@ -226,14 +227,19 @@ def _input_key(field: FieldInfo, name: str) -> str:
     return field.alias or name
 
 
-def _explain(section: type[Section], error: ValidationError, given: dict, source: str) -> str:
+def _explain(
+    name: str, section: type[Section], error: ValidationError, given: dict, source: str
+) -> str:
+    """One line per problem, naming the variable (or, for overrides, ``section.field``)."""
     problems = []
     for item in error.errors():
         field_name = next((str(part) for part in item["loc"]), "")
         by_alias = {f.alias: n for n, f in section.model_fields.items() if f.alias}
         field_name = by_alias.get(field_name, field_name)
         if field_name in section.model_fields:
-            variable = section.variable(field_name)
+            variable = (
+                section.variable(field_name) if source == "environment" else f"{name}.{field_name}"
+            )
             value = given.get(field_name, "<unset>")
             shown = "<secret>" if "api_key" in field_name else repr(value)
             problems.append(f"{variable}={shown}: {item['msg']}")

@@ -7,7 +7,6 @@ failure in one error that says which endpoint failed, what happened and which se
 """
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,20 +59,6 @@ class LLMSettings:
     timeout_s: float = 30.0
     max_retries: int = 2
     backoff_s: float = 1.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "LLMSettings":
-        """Settings from the environment; unset and empty variables both mean "not given"."""
-        env = {key: value for key, value in (environ or os.environ).items() if value.strip()}
-        azure_endpoint = env.get("AZURE_OPENAI_ENDPOINT")
-        key_variable = api_key_variable(azure=bool(azure_endpoint))
-        return cls(
-            model=env.get("AIPLATFORM_LLM_MODEL", DEFAULT_MODEL),
-            base_url=env.get("AIPLATFORM_LLM_BASE_URL") or env.get("OPENAI_BASE_URL"),
-            api_key=env.get(key_variable),
-            azure_endpoint=azure_endpoint,
-            api_version=env.get("OPENAI_API_VERSION"),
-        )
 
     @property
     def is_configured(self) -> bool:

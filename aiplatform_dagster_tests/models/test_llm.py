@@ -154,52 +154,12 @@ def test_azure_openai_calls_the_deployment_with_the_api_version() -> None:
     assert request.headers["api-key"] == "azure-key"
 
 
-def test_settings_from_env_prefer_the_platform_variables() -> None:
-    settings = LLMSettings.from_env(
-        {
-            "AIPLATFORM_LLM_BASE_URL": "http://vllm:8000/v1",
-            "OPENAI_BASE_URL": "http://ignored/v1",
-            "OPENAI_API_KEY": "sk-1",
-            "AIPLATFORM_LLM_MODEL": "llama-3.1-8b",
-        }
-    )
-    assert (settings.base_url, settings.api_key, settings.model) == (
-        "http://vllm:8000/v1",
-        "sk-1",
-        "llama-3.1-8b",
-    )
-    assert settings.is_configured
-
-
-def test_azure_settings_from_env_use_the_azure_key() -> None:
-    settings = LLMSettings.from_env(
-        {
-            "AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com",
-            "AZURE_OPENAI_API_KEY": "az-1",
-            "OPENAI_API_KEY": "sk-ignored",
-            "OPENAI_API_VERSION": "2024-06-01",
-        }
-    )
-    assert (settings.azure_endpoint, settings.api_key, settings.api_version) == (
-        "https://example.openai.azure.com",
-        "az-1",
-        "2024-06-01",
-    )
-    assert settings.model == "gpt-4o-mini" and settings.is_configured
-
-
-def test_nothing_set_or_only_empty_variables_is_not_configured() -> None:
-    assert not LLMSettings.from_env({}).is_configured
-    assert not LLMSettings.from_env(
-        {"OPENAI_API_KEY": " ", "AIPLATFORM_LLM_BASE_URL": ""}
-    ).is_configured
+def test_nothing_configured_says_how_to_configure_it() -> None:
     with pytest.raises(LLMError, match="No LLM is configured"):
-        LLMSettings.from_env({}).build_client()
+        LLMSettings().build_client()
 
 
 def test_azure_without_an_api_version_says_what_is_missing() -> None:
-    settings = LLMSettings.from_env(
-        {"AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com", "AZURE_OPENAI_API_KEY": "az"}
-    )
+    settings = LLMSettings(azure_endpoint="https://example.openai.azure.com", api_key="az")
     with pytest.raises(LLMError, match="OPENAI_API_VERSION is not"):
         settings.build_client()

@@ -7,7 +7,6 @@ price costs 0.0 and is flagged unpriced, because a guessed number would be worse
 """
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -77,19 +76,6 @@ class PriceTable:
                 '{"model-name": {"input": <USD per 1M tokens>, "output": <USD per 1M tokens>}}'
             ) from exc
         return cls({**DEFAULT_PRICES, **overrides})
-
-    @classmethod
-    def from_env(cls) -> "PriceTable":
-        """The defaults, or the file named by AIPLATFORM_PRICE_TABLE when it is set."""
-        path = os.environ.get(PRICE_TABLE_ENV, "").strip()
-        if not path:
-            return cls()
-        if not Path(path).is_file():
-            raise FileNotFoundError(
-                f"{PRICE_TABLE_ENV}={path} is not a file: point it at a JSON price table "
-                "or unset it to use the default prices"
-            )
-        return cls.from_json(path)
 
     def price(self, model: str) -> ModelPrice | None:
         """The model's price; dated snapshots ("gpt-4o-2024-08-06") fall back to their family."""

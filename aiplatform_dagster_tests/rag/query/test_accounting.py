@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aiplatform_dagster.rag.query.accounting import PRICE_TABLE_ENV, PriceTable, StageTimer
+from aiplatform_dagster.rag.query.accounting import PriceTable, StageTimer
 
 
 def test_default_prices_give_list_cost_per_call() -> None:
@@ -56,21 +56,6 @@ def test_a_json_file_overrides_and_extends_the_defaults(tmp_path: Path) -> None:
     assert table.cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(3.0)
     assert table.cost("my-llm", 1_000_000, 0) == pytest.approx(3.0)
     assert table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)
-
-
-def test_the_environment_variable_selects_the_price_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "prices.json"
-    path.write_text(json.dumps({"my-llm": {"input": 5, "output": 0}}))
-
-    monkeypatch.delenv(PRICE_TABLE_ENV, raising=False)
-    assert not PriceTable.from_env().priced("my-llm")
-    monkeypatch.setenv(PRICE_TABLE_ENV, str(path))
-    assert PriceTable.from_env().cost("my-llm", 1_000_000, 0) == pytest.approx(5.0)
-    monkeypatch.setenv(PRICE_TABLE_ENV, str(tmp_path / "missing.json"))
-    with pytest.raises(FileNotFoundError, match=PRICE_TABLE_ENV):
-        PriceTable.from_env()
 
 
 @pytest.mark.parametrize(
