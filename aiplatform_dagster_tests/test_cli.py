@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from aiplatform_dagster.cli import main
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
 from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
 from aiplatform_dagster.rag.index.releases import IndexRepository
+from aiplatform_dagster.rag.ingest.documents import load_documents
+from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster_tests.conftest import REDIS_URL
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
@@ -137,9 +140,53 @@ def test_ask_with_an_llm_and_redis_reports_cost_and_cache_hit_rate(
     assert second["cache"] == {"hits": 1, "misses": 1, "hit_rate": 0.5}
 
 
-def test_an_unreachable_redis_is_a_clear_error(
+def test_an_unreachable_redis_never_stops_search_or_ask(
     on_sample, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.setenv("AIPLATFORM_REDIS_URL", "redis://127.0.0.1:1/0")
-    assert main(["ask", "anything"]) == 2
-    assert "unreachable" in capsys.readouterr().err
+    assert main(["search", "AIP-4031", "-k", "1"]) == 0
+    assert "troubleshooting" in capsys.readouterr().out
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv("AIPLATFORM_LLM_BASE_URL", server.base_url)
+        assert main(["ask", "What does error AIP-4031 mean?"]) == 0
+    out = capsys.readouterr().out
+    assert "answer: generated" in out and "without the response cache" in out
+
+
+def test_bad_counts_are_refused_not_replaced_by_defaults(on_sample, capsys) -> None:
+    for argv in (
+        ["ask", "q", "--top-n", "0"],
+        ["ask", "q", "--candidates", "-1"],
+        ["search", "q", "-k", "0"],
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        assert "must be at least 1" in capsys.readouterr().err
+    assert main(["search", "  "]) == 2
+    assert "search needs a query" in capsys.readouterr().err
+
+
+def test_index_list_show_and_rollback(
+    sample_repository: IndexRepository,
+    embedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    storage = tmp_path / "storage"
+    shutil.copytree(sample_repository.root, storage / "ingestion")
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(storage))
+    repository = IndexRepository(storage / "ingestion")
+    first = repository.pointer()
+    assert main(["index", "rollback"]) == 2
+    assert "has no predecessor" in capsys.readouterr().err
+    assert main(["index", "list"]) == 0
+    assert first in capsys.readouterr().out
+    assert main(["index", "show"]) == 0
+    assert json.loads(capsys.readouterr().out)["release_id"] == first
+    documents, _ = load_documents(SAMPLE_CORPUS_DIR)
+    second = ingest(repository, documents[:-1], embedder).release.release_id
+    assert main(["index", "rollback"]) == 0
+    assert f"current: {second} -> {first}" in capsys.readouterr().out
+    assert repository.pointer() == first
