@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retrieval.set_defaults(handler=_eval_retrieval)
 
+    config = commands.add_parser("config", help="Every setting, its variable and its value.")
+    config.set_defaults(handler=_config)
+
     index = commands.add_parser("index", help="List, inspect and roll back index releases.")
     actions = index.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="Releases, newest last, with their pointers.")
@@ -233,6 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", help="Release id to make current.")
     rollback.set_defaults(handler=_index_rollback)
     return parser
+
+
+def _config(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.config import describe
+
+    rows = describe(settings)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        changed = "" if row.value == row.default else "   (default " + row.default + ")"
+        print(f"{row.name:<{width}}  {row.value}{changed}")
+        print(f"{'':<{width}}  {row.description}")
+    return 0
 
 
 def _index_list(args: argparse.Namespace, settings: Any) -> int:

@@ -11,6 +11,8 @@ settings without touching the process environment.
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -67,39 +69,49 @@ class IngestSettings(Section):
 
 class EmbeddingSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_EMBEDDING_"
-    provider: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    provider: Literal["sentence-transformers", "openai"] = Field(
+        default="sentence-transformers",
+        description="Local sentence-transformers model, or an OpenAI-compatible endpoint.",
+    )
     model: str | None = Field(
         default=None,
         description="sentence-transformers folder (default: packaged all-MiniLM-L6-v2), or the "
         "OpenAI embeddings model (default text-embedding-3-small).",
     )
     device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
-    batch_size: int = Field(default=64, gt=0)
+    batch_size: int = Field(default=64, gt=0, description="Texts per encoder batch.")
     dimension: int = Field(default=1536, gt=0, description="Vector size of the openai provider.")
     base_url: str | None = Field(
         default=None, description="OpenAI-compatible embeddings endpoint (unset: api.openai.com)."
     )
-    api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per request.")
-    max_retries: int = Field(default=2, ge=0)
+    api_key: SecretStr | None = Field(
+        default=None, alias="OPENAI_API_KEY", description="Key of the OpenAI(-compatible) API."
+    )
+    timeout_s: float = Field(default=30.0, gt=0, description="Per embeddings request.")
+    max_retries: int = Field(default=2, ge=0, description="Retries of a failed request.")
 
 
 class VectorSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_VECTOR_"
-    backend: Literal["embedded", "weaviate"] = "embedded"
+    backend: Literal["embedded", "weaviate"] = Field(
+        default="embedded",
+        description="Exact index in the release's segments, or a Weaviate server.",
+    )
 
 
 class WeaviateSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_WEAVIATE_"
     url: str | None = Field(default=None, description="HTTP URL, e.g. http://weaviate:8080.")
     grpc_port: int | None = Field(default=None, gt=0, description="gRPC port (unset: 50051).")
-    api_key: SecretStr | None = Field(default=None, alias="WEAVIATE_API_KEY")
+    api_key: SecretStr | None = Field(
+        default=None, alias="WEAVIATE_API_KEY", description="Weaviate API key."
+    )
     prefix_name: str = Field(
         default="Aiplatform",
         alias="AIPLATFORM_WEAVIATE_PREFIX",
         description="Collection and alias prefix, so environments can share one server.",
     )
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="Connect, query and insert.")
 
 
 class ReleaseSettings(Section):
@@ -114,21 +126,29 @@ class RerankerSettings(Section):
     model: str | None = Field(
         default=None, description="CrossEncoder folder, hub name or MLflow URI."
     )
-    device: str = "cpu"
+    device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
 
 
 class LLMConfig(Section):
     prefix: ClassVar[str] = "AIPLATFORM_LLM_"
     model: str = Field(default="gpt-4o-mini", description="Model, or Azure deployment.")
     base_url: str | None = Field(default=None, description="OpenAI-compatible chat endpoint.")
-    api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
-    azure_endpoint: str | None = Field(default=None, alias="AZURE_OPENAI_ENDPOINT")
-    azure_api_key: SecretStr | None = Field(default=None, alias="AZURE_OPENAI_API_KEY")
-    api_version: str | None = Field(default=None, alias="OPENAI_API_VERSION")
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    max_tokens: int = Field(default=1024, gt=0)
+    api_key: SecretStr | None = Field(
+        default=None, alias="OPENAI_API_KEY", description="Key of the OpenAI(-compatible) API."
+    )
+    azure_endpoint: str | None = Field(
+        default=None, alias="AZURE_OPENAI_ENDPOINT", description="Azure OpenAI instead."
+    )
+    azure_api_key: SecretStr | None = Field(
+        default=None, alias="AZURE_OPENAI_API_KEY", description="Key of the Azure endpoint."
+    )
+    api_version: str | None = Field(
+        default=None, alias="OPENAI_API_VERSION", description="Azure OpenAI API version."
+    )
+    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(default=1024, gt=0, description="Longest answer.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per attempt.")
-    max_retries: int = Field(default=2, ge=0)
+    max_retries: int = Field(default=2, ge=0, description="Retries of a failed call.")
     judge_model: str | None = Field(
         default=None,
         alias="AIPLATFORM_JUDGE_MODEL",
@@ -143,8 +163,12 @@ class CacheSettings(Section):
         alias="AIPLATFORM_REDIS_URL",
         description="Response cache in Redis; unset: SQLite in the storage folder.",
     )
-    redis_prefix: str = Field(default="aiplatform:cache:", alias="AIPLATFORM_REDIS_PREFIX")
-    ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    redis_prefix: str = Field(
+        default="aiplatform:cache:",
+        alias="AIPLATFORM_REDIS_PREFIX",
+        description="Key prefix, so environments can share one Redis.",
+    )
+    ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Seconds an answer is kept.")
 
 
 class QuerySettings(Section):
@@ -154,8 +178,12 @@ class QuerySettings(Section):
     dense_weight: float = Field(default=0.7, ge=0, le=1, description="Semantic share of hybrid.")
     fusion: FusionMethod = Field(default=FusionMethod.SCORE, description="Hybrid fusion method.")
     context_tokens: int = Field(default=1800, gt=0, description="Token budget of the sources.")
-    keyword_max_words: int = Field(default=4, ge=0)
-    semantic_min_words: int = Field(default=12, gt=0)
+    keyword_max_words: int = Field(
+        default=4, ge=0, description="Exact-match queries up to this long go to keyword search."
+    )
+    semantic_min_words: int = Field(
+        default=12, gt=0, description="Plain questions this long or longer go to dense search."
+    )
     price_table: FilePath | None = Field(
         default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."
     )
@@ -183,6 +211,44 @@ class Settings(BaseModel):
         for name, changes in sections.items():
             values[name] = {**values[name], **changes}
         return _validated(values, source="overrides")
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what it sets and its value in some settings."""
+
+    name: str
+    section: str
+    value: str
+    default: str
+    description: str
+
+
+def describe(settings: "Settings") -> list[Variable]:
+    """Every variable the platform reads, with its effective value (secrets masked)."""
+    described = []
+    for name, section in _sections().items():
+        values = getattr(settings, name)
+        for field_name, field in section.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            described.append(
+                Variable(
+                    name=section.variable(field_name),
+                    section=name,
+                    value=_shown(getattr(values, field_name)),
+                    default=_shown(default),
+                    description=field.description or "",
+                )
+            )
+    return described
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "(set, hidden)"
+    if value is None:
+        return "(unset)"
+    return str(value.value if isinstance(value, Enum) else value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> "Settings":

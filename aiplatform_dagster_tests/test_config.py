@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, ConfigError, load_settings
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, ConfigError, describe, load_settings
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.index.releases import IndexRepository
@@ -137,3 +137,9 @@ def test_the_price_table_file_is_read_from_its_variable(tmp_path: Path) -> None:
     settings = load_settings({"AIPLATFORM_PRICE_TABLE": str(path)})
     assert factory.price_table(settings).cost("my-llm", 1_000_000, 0) == pytest.approx(5.0)
     assert not factory.price_table(load_settings({})).priced("my-llm")
+
+
+def test_the_readme_documents_every_variable() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [v.name for v in describe(load_settings({})) if f"`{v.name}`" not in readme]
+    assert missing == []
