@@ -1,12 +1,28 @@
 """Combine ranked lists from several retrievers into one ranking.
 
-Score fusion min-max normalises each list so cosine similarities and BM25 scores share a
-0..1 scale, then takes the weighted sum (a document missing from a list scores 0 there).
-Reciprocal rank fusion ignores scores and uses ranks only: robust when scales are odd.
+Score fusion puts each list on a 0..1 scale and takes the weighted sum:
+- min-max (``score_fusion``) scales from ``SCORE_FLOOR``, the score that means "no evidence"
+  (BM25: no query term; cosine: orthogonal), to the list's top score. Scaling from the last
+  candidate instead stretched the narrow band of top cosines (say 0.50..0.62) over 0..1, so
+  a small cosine gap outweighed BM25's whole range and 0.7/0.3 acted like far more than 0.7.
+- distribution-based (``distribution_fusion``, DBSF as Qdrant, Weaviate and Haystack ship
+  it) scales from the list's mean - 3 sd to mean + 3 sd. Like Haystack's it does not cap a
+  score past mean + 3 sd at 1: capping tied BM25's few outstanding hits (0.679 on train).
+Scores below 0 after scaling (negative cosines, far below the mean) count as 0.
+A chunk missing from a list that was cut at ``depth`` scored at most that list's last hit,
+so it gets that score rather than the floor; missing from a list that returned fewer hits
+than asked, it scored at the floor. Reciprocal rank fusion ignores scores and uses ranks.
+
+Measured on BEIR SciFact with the packaged MiniLM, default chunking, 0.7 dense / 0.3 BM25,
+nDCG@10 (train split used to choose, 809 queries; test, 300 queries, run once after):
+the old candidate-range min-max 0.723 train / 0.721 test; this min-max 0.738 train /
+TEST_RESULT; DBSF 0.728 train (it peaks near a 0.5 blend); RRF 0.715 train. A document
+ranking at its best chunk stays best: document-level fusion or summing chunks did not help.
 """
 
+import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiplatform_dagster.rag.index.hits import Hit
 
@@ -15,20 +31,28 @@ WeightedHits = tuple[Sequence[Hit], float]
 
 RRF_K = 60
 
+SCORE_FLOOR = 0.0
+"""The score of no evidence for both retrievers: BM25 of a chunk sharing no query term,
+cosine of orthogonal vectors. Lower (negative) cosines count as no evidence too."""
 
-def score_fusion(ranked_lists: Sequence[WeightedHits], k: int) -> list[Hit]:
-    """Weighted sum of min-max normalised scores; top ``k``."""
-    fused: dict[str, float] = defaultdict(float)
-    for hits, weight in ranked_lists:
-        if not hits:
-            continue
-        scores = [hit.score for hit in hits]
-        low, high = min(scores), max(scores)
-        spread = high - low
-        for hit in hits:
-            normalised = (hit.score - low) / spread if spread > 0 else 1.0
-            fused[hit.chunk_id] += weight * normalised
-    return _top(fused, k)
+Bounds = tuple[float, float]
+"""The scores that map to 0 and to 1."""
+
+
+def score_fusion(ranked_lists: Sequence[WeightedHits], k: int, depth: int) -> list[Hit]:
+    """Weighted sum of scores min-max scaled from ``SCORE_FLOOR`` to each list's top; top ``k``.
+
+    ``depth`` is how many hits each retriever was asked for.
+    """
+    return _fuse(ranked_lists, k, depth, _floor_to_top)
+
+
+def distribution_fusion(ranked_lists: Sequence[WeightedHits], k: int, depth: int) -> list[Hit]:
+    """Weighted sum of scores scaled by each list's mean +- 3 standard deviations; top ``k``.
+
+    ``depth`` is how many hits each retriever was asked for.
+    """
+    return _fuse(ranked_lists, k, depth, _mean_three_sd)
 
 
 def reciprocal_rank_fusion(
@@ -40,6 +64,43 @@ def reciprocal_rank_fusion(
         for rank, hit in enumerate(hits, start=1):
             fused[hit.chunk_id] += weight / (rrf_k + rank)
     return _top(fused, k)
+
+
+def _floor_to_top(scores: Sequence[float]) -> Bounds:
+    return SCORE_FLOOR, max(scores)
+
+
+def _mean_three_sd(scores: Sequence[float]) -> Bounds:
+    mean, spread = statistics.fmean(scores), 3 * statistics.pstdev(scores)
+    return mean - spread, mean + spread
+
+
+def _fuse(
+    ranked_lists: Sequence[WeightedHits],
+    k: int,
+    depth: int,
+    bounds_of: Callable[[Sequence[float]], Bounds],
+) -> list[Hit]:
+    """Weighted sum over every chunk any list returned, each list scaled to 0..1."""
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1 (hits asked of each retriever), got {depth}")
+    lists = [(hits, weight) for hits, weight in ranked_lists if hits]
+    chunk_ids = dict.fromkeys(hit.chunk_id for hits, _ in lists for hit in hits)
+    fused = dict.fromkeys(chunk_ids, 0.0)
+    for hits, weight in lists:
+        listed = {hit.chunk_id: hit.score for hit in hits}
+        bounds = bounds_of(list(listed.values()))
+        unlisted = min(listed.values()) if len(hits) >= depth else SCORE_FLOOR
+        for chunk_id in chunk_ids:
+            fused[chunk_id] += weight * _scale(listed.get(chunk_id, unlisted), bounds)
+    return _top(fused, k)
+
+
+def _scale(score: float, bounds: Bounds) -> float:
+    low, high = bounds
+    if high <= low:  # one distinct score: it counts fully if it is evidence at all
+        return 1.0 if score >= high > SCORE_FLOOR else 0.0
+    return max((score - low) / (high - low), 0.0)
 
 
 def _top(fused: dict[str, float], k: int) -> list[Hit]:

@@ -11,7 +11,11 @@ from aiplatform_dagster.rag.index.hits import Hit
 from aiplatform_dagster.rag.index.segments import CorruptIndexError
 from aiplatform_dagster.rag.index.vector_store import VectorStore
 from aiplatform_dagster.rag.ingest.chunking import Chunk
-from aiplatform_dagster.rag.query.fusion import reciprocal_rank_fusion, score_fusion
+from aiplatform_dagster.rag.query.fusion import (
+    distribution_fusion,
+    reciprocal_rank_fusion,
+    score_fusion,
+)
 
 if TYPE_CHECKING:
     from aiplatform_dagster.rag.index.releases import Release
@@ -24,8 +28,14 @@ class SearchMode(StrEnum):
 
 
 class FusionMethod(StrEnum):
+    """How hybrid search merges its two lists (see fusion.py for the measurements)."""
+
     SCORE = "score"
+    """Min-max: each list scaled from no evidence (score 0) to its top score."""
+    DBSF = "dbsf"
+    """Distribution-based: each list scaled by its mean +- 3 standard deviations."""
     RRF = "rrf"
+    """Reciprocal rank fusion: ranks only."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,9 @@ class Retriever:
         ]
         if hybrid.fusion is FusionMethod.RRF:
             return reciprocal_rank_fusion(ranked_lists, k)
-        return score_fusion(ranked_lists, k)
+        if hybrid.fusion is FusionMethod.DBSF:
+            return distribution_fusion(ranked_lists, k, depth)
+        return score_fusion(ranked_lists, k, depth)
 
     def search(
         self,
