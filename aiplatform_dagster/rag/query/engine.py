@@ -227,7 +227,8 @@ class QueryEngine:
         if self._llm is None:
             notes.append(NO_LLM_NOTE)
             with timer.stage("generate"):
-                return extractive_answer(query.text, context), AnswerKind.EXTRACTIVE, free
+                text = extractive_answer(query.text, context, exact_terms=query.exact_terms)
+                return text, AnswerKind.EXTRACTIVE, free
         model = self._llm_model or "unknown"
         messages = build_messages(query.text, context)
         key = cache_key(messages, _generation_settings(self._llm, model), PROMPT_VERSION)

@@ -255,7 +255,7 @@ def test_a_typed_code_brings_the_passage_that_names_it_first(
     answer = extractive_engine.ask("What does error AIP-4031 mean and how do I fix it?")
     assert answer.route.mode is SearchMode.HYBRID
     assert "AIP-4031" in answer.sources[0]["text"]
-    assert "dimension mismatch" in answer.text
+    assert "output dimension differs" in answer.text
     assert answer.citations[0].doc_id == "operations/troubleshooting.txt"
 
 
