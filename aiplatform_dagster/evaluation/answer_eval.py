@@ -4,6 +4,10 @@ Each golden question is answered by the real query path, then judged for correct
 (against the reference answer) and citation faithfulness (against the cited sources).
 The report also carries what users feel and pay: latency percentiles, cost per query,
 the cost of the evaluation itself, and whether the expected document was cited.
+
+The judge is its own client and model (a stronger or cheaper one than the answering model).
+A question whose answer or judgement fails scores 0 with its error recorded, so one bad call
+neither aborts the run nor quietly lifts the average by dropping out of it.
 """
 
 import json
@@ -12,11 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.evaluation.judge import JudgeError, judge_answer
 from aiplatform_dagster.evaluation.latency import percentiles
 from aiplatform_dagster.models.llm import ChatClient
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
+from aiplatform_dagster.rag.query.preprocess import QueryError
 
 GOLDEN_ANSWERS = Path(__file__).resolve().parent / "golden" / "answers.jsonl"
 
@@ -33,14 +39,17 @@ class GoldenAnswer:
 class JudgedAnswer:
     question_id: str
     answer: str
-    correctness: float | None
-    faithfulness: float | None
+    correctness: float
+    faithfulness: float
     cited_expected_document: bool
-    latency_ms: float
+    latency_ms: float | None
+    """None when the answer failed: its time measures the failure, not a query."""
     answer_cost_usd: float
     judge_cost_usd: float
     cached: bool
-    judge_error: str | None
+    error: str | None
+    """Why the answer or its judgement failed ("answer failed: ...", "judgement failed: ...");
+    the scores are then 0."""
 
 
 @dataclass(frozen=True)
@@ -48,22 +57,19 @@ class AnswerEvalReport:
     answers: list[JudgedAnswer]
     judge_model: str
 
-    @property
-    def judged(self) -> list[JudgedAnswer]:
-        return [a for a in self.answers if a.judge_error is None]
-
     def summary(self) -> dict[str, float]:
-        judged = self.judged
-        count = len(self.answers)
+        """Mean scores over every question (a failed one counts 0), failures, cost, latency."""
+        answers = self.answers
+        latencies = [a.latency_ms for a in answers if a.latency_ms is not None]
         return {
-            "correctness": _mean([a.correctness for a in judged]),
-            "faithfulness": _mean([a.faithfulness for a in judged]),
-            "expected_document_cited": _mean([a.cited_expected_document for a in self.answers]),
-            "judge_failures": float(count - len(judged)),
-            "cost_per_query_usd": _mean([a.answer_cost_usd for a in self.answers]),
-            "eval_cost_usd": sum(a.answer_cost_usd + a.judge_cost_usd for a in self.answers),
-            "cache_hit_rate": _mean([a.cached for a in self.answers]),
-            **percentiles([a.latency_ms for a in self.answers]),
+            "correctness": _mean([a.correctness for a in answers]),
+            "faithfulness": _mean([a.faithfulness for a in answers]),
+            "expected_document_cited": _mean([a.cited_expected_document for a in answers]),
+            "failed_questions": float(sum(a.error is not None for a in answers)),
+            "cost_per_query_usd": _mean([a.answer_cost_usd for a in answers]),
+            "eval_cost_usd": sum(a.answer_cost_usd + a.judge_cost_usd for a in answers),
+            "cache_hit_rate": _mean([a.cached for a in answers]),
+            **(percentiles(latencies) if latencies else {}),
         }
 
 
@@ -99,44 +105,61 @@ def run_answer_eval(
     options: QueryOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AnswerEvalReport:
-    """Answer and judge every golden question; a judge reply that cannot be parsed is
-    recorded as a failure for that question, never as a score."""
+    """Answer every golden question with ``engine`` and judge it with ``judge`` (priced as
+    ``judge_model``); a failed answer or judgement is that question's failure, never an abort."""
     results = []
     for done, item in enumerate(golden, start=1):
-        started = time.perf_counter()
-        answer = engine.ask(item.question, options)
-        latency_ms = (time.perf_counter() - started) * 1000
-        sources_text = "\n\n".join(
-            f"[{s['number']}] {s['title']}\n{s['text']}" for s in answer.sources
-        )
-        cited = {citation.doc_id for citation in answer.citations}
-        verdict, error, judge_cost = None, None, 0.0
-        try:
-            verdict = judge_answer(
-                judge, item.question, item.reference_answer, answer.text, sources_text
-            )
-            judge_cost = prices.cost(judge_model, verdict.prompt_tokens, verdict.completion_tokens)
-        except JudgeError as failure:
-            error = str(failure)
-        results.append(
-            JudgedAnswer(
-                question_id=item.question_id,
-                answer=answer.text,
-                correctness=verdict.correctness if verdict else None,
-                faithfulness=verdict.faithfulness if verdict else None,
-                cited_expected_document=bool(cited & set(item.doc_ids)),
-                latency_ms=latency_ms,
-                answer_cost_usd=answer.usage.cost_usd,
-                judge_cost_usd=judge_cost,
-                cached=answer.usage.cached,
-                judge_error=error,
-            )
-        )
+        results.append(_evaluate_one(engine, judge, judge_model, prices, item, options))
         if progress:
             progress(done, len(golden))
     return AnswerEvalReport(results, judge_model)
 
 
-def _mean(values: Sequence[float | bool | None]) -> float:
-    present = [float(v) for v in values if v is not None]
-    return sum(present) / len(present) if present else float("nan")
+def _evaluate_one(
+    engine: QueryEngine,
+    judge: ChatClient,
+    judge_model: str,
+    prices: PriceTable,
+    item: GoldenAnswer,
+    options: QueryOptions | None,
+) -> JudgedAnswer:
+    started = time.perf_counter()
+    try:
+        answer = engine.ask(item.question, options)
+    except (PlatformError, QueryError) as failure:
+        return _failed(item, f"answer failed: {failure}")
+    latency_ms = (time.perf_counter() - started) * 1000
+    sources_text = "\n\n".join(f"[{s['number']}] {s['title']}\n{s['text']}" for s in answer.sources)
+    cited = {citation.doc_id for citation in answer.citations}
+    verdict, error = None, None
+    try:
+        verdict = judge_answer(
+            judge, item.question, item.reference_answer, answer.text, sources_text
+        )
+    except (PlatformError, JudgeError) as failure:
+        error = f"judgement failed: {failure}"
+    return JudgedAnswer(
+        question_id=item.question_id,
+        answer=answer.text,
+        correctness=verdict.correctness if verdict else 0.0,
+        faithfulness=verdict.faithfulness if verdict else 0.0,
+        cited_expected_document=bool(cited & set(item.doc_ids)),
+        latency_ms=latency_ms,
+        answer_cost_usd=answer.usage.cost_usd,
+        judge_cost_usd=(
+            prices.cost(judge_model, verdict.prompt_tokens, verdict.completion_tokens)
+            if verdict
+            else 0.0
+        ),
+        cached=answer.usage.cached,
+        error=error,
+    )
+
+
+def _failed(item: GoldenAnswer, error: str) -> JudgedAnswer:
+    """A question that got no answer: every score 0, nothing spent that can be priced."""
+    return JudgedAnswer(item.question_id, "", 0.0, 0.0, False, None, 0.0, 0.0, False, error)
+
+
+def _mean(values: Sequence[float | bool]) -> float:
+    return sum(float(v) for v in values) / len(values) if values else float("nan")
