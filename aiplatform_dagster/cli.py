@@ -17,6 +17,7 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
 
 SNIPPET_CHARS = 240
+FUSIONS = [method.value for method in FusionMethod]
 
 
 class UsageError(PlatformError):
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--candidates", type=positive_int, help="Chunks the reranker scores (10).")
     ask.add_argument("--top-n", type=positive_int, help="Chunks given to the LLM (3).")
     ask.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
-    ask.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
+    ask.add_argument("--fusion", choices=FUSIONS, help="Hybrid fusion (score).")
     ask.add_argument("--no-cache", action="store_true", help="Bypass the response cache.")
     ask.add_argument("--json", action="store_true", help="Print the answer as JSON.")
     ask.set_defaults(handler=_ask)
@@ -211,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--depth", type=positive_int, default=100, help="Documents ranked per query."
     )
     retrieval.add_argument("--dense-weight", type=float, help="Semantic share of hybrid (0.7).")
-    retrieval.add_argument("--fusion", choices=[f.value for f in FusionMethod], help="score or rrf")
+    retrieval.add_argument("--fusion", choices=FUSIONS, help="Hybrid fusion (score).")
     retrieval.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS)
     retrieval.add_argument("--overlap-tokens", type=int, default=DEFAULT_OVERLAP_TOKENS)
     retrieval.add_argument("--reranker", help="Override AIPLATFORM_RERANKER_MODEL.")

@@ -159,15 +159,27 @@ def test_bad_files_are_reported_and_nothing_indexed_is_lost(
     assert release.vectors.count() == len(release.chunks)
 
 
-def test_a_failed_embedding_check_stops_the_release_and_current_stays(
+def test_a_check_run_on_its_own_finds_the_latest_build_and_current_stays(
     platform_env, corpus_dir: Path
 ) -> None:
     storage = platform_env(corpus_dir)
     repository = repository_in(storage)
+    run_ingestion()
+    published = repository.pointer()
+    write_corpus(corpus_dir, {"guides/new.md": "# New\n\nA page about GPU quotas."})
     with dg.instance_for_test() as instance:
-        first = run_ingestion(instance=instance)
-        published = repository.pointer()
-        build = repository.builds_dir / first.run_id
+        embedded = (
+            load_definitions()
+            .resolve_job_def("ingestion_job")
+            .execute_in_process(
+                instance=instance,
+                asset_selection=[
+                    dg.AssetKey(name)
+                    for name in ("source_documents", "document_chunks", "chunk_embeddings")
+                ],
+            )
+        )
+        build = repository.builds_dir / embedded.run_id
         vectors = np.load(build / "vectors.npy")
         np.save(build / "vectors.npy", vectors * 3.0)
         defs = load_definitions()

@@ -36,9 +36,11 @@ class RetrievalEvalConfig(dg.Config):
     metrics: list[str] = Field(default=list(DEFAULT_METRICS))
     depth: int = Field(default=100, description="Documents ranked per query.")
     dense_weight: float | None = Field(
-        default=None, description="Semantic share of hybrid; unset: the rag resource's."
+        default=None, description="Semantic share of hybrid; unset: AIPLATFORM_QUERY_DENSE_WEIGHT."
     )
-    fusion: str | None = Field(default=None, description="score or rrf; unset: the resource's.")
+    fusion: str | None = Field(
+        default=None, description="score, dbsf or rrf; unset: AIPLATFORM_QUERY_FUSION."
+    )
 
 
 @dg.asset(

@@ -5,6 +5,7 @@ looks; ``index_release`` turns the build into an immutable release, its blocking
 and probes it, and only then does ``current_release`` move the ``current`` pointer.
 """
 
+import shutil
 import time
 from collections import Counter
 
@@ -303,12 +304,14 @@ def current_release(
     started from; older releases beyond the retention rule are deleted, never a pointed one.
     """
     repository = platform.repository()
-    release = repository.open(run_build(context, repository, ["index_release"]).release_id())
+    build = run_build(context, repository, ["index_release"])
+    release = repository.open(build.release_id())
     started = time.perf_counter()
     previous, deleted = publish_release(
         repository, release, platform.vector_backend(), platform.retention()
     )
     seconds = time.perf_counter() - started
+    shutil.rmtree(build.folder, ignore_errors=True)  # the release holds all it staged
     context.log.info(f"current: {previous} -> {release.release_id}; deleted {deleted}")
     return dg.MaterializeResult(
         metadata={

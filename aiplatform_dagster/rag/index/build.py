@@ -108,9 +108,10 @@ class Build:
     def path(self, name: str, producing_step: str) -> Path:
         path = self.folder / name
         if not path.exists():
+            gone = "" if self.folder.exists() else " (it was published or has expired)"
             raise BuildError(
-                f"build {self.build_id} has no {name}: run {producing_step} for this build first "
-                "(materialise the ingestion group, or `make ingest`)"
+                f"build {self.build_id}{gone} has no {name}: run {producing_step} for this "
+                "build first (materialise the ingestion group, or `make ingest`)"
             )
         return path
 

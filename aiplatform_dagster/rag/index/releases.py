@@ -50,6 +50,7 @@ LIVE_FILE = "live.npz"
 _OPEN_ATTEMPTS = 5
 SEGMENT_GRACE = timedelta(hours=1)
 """Unreferenced segments younger than this may belong to a build about to write its release."""
+BUILD_GRACE = timedelta(days=1)
 
 
 class ReleaseError(PlatformError):
@@ -318,6 +319,7 @@ class IndexRepository:
                     on_delete(release_id)
                 _remove(self.releases_dir / release_id)
             self._collect_segments()
+            self._collect_builds()
             return doomed
 
     def _collect_segments(self) -> None:
@@ -334,6 +336,15 @@ class IndexRepository:
         for folder in self.segments_dir.iterdir():
             if folder.name not in referenced and folder.stat().st_mtime < young:
                 _remove(folder)
+
+    def _collect_builds(self) -> None:
+        """Builds nobody finished (a failed run) are removed after a day."""
+        if not self.builds_dir.is_dir():
+            return
+        old = time.time() - BUILD_GRACE.total_seconds()
+        for folder in self.builds_dir.iterdir():
+            if folder.stat().st_mtime < old:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _pointer_path(self, name: str) -> Path:
         if not name.isidentifier():
