@@ -83,6 +83,8 @@ class EvalMode(StrEnum):
     HYBRID = "hybrid"
     RERANK = "rerank"
     """Hybrid candidates reordered by the cross-encoder."""
+    ROUTED = "routed"
+    """What users get: the router's mode, exact terms first, reranked when a model is set."""
 
 
 CHUNKS_PER_DOCUMENT_DEPTH = 3
@@ -98,7 +100,8 @@ def document_rankers(
     """A document ranker per mode over ``engine``'s indexes, and the modes that cannot run.
 
     ``rerank`` reorders the top ``options.candidates`` hybrid chunks with the cross-encoder
-    and keeps the hybrid order below them, as a production reranking stage would.
+    and keeps the hybrid order below them, as a production reranking stage would; ``routed``
+    ranks each query the way ``ask`` retrieves for it (``QueryEngine.rank``).
     """
     options = options or QueryOptions()
     chunk_depth = depth * CHUNKS_PER_DOCUMENT_DEPTH
@@ -117,7 +120,11 @@ def document_rankers(
     rankers: dict[str, DocumentRanker] = {}
     skipped: dict[str, str] = {}
     for mode in modes:
-        if mode is EvalMode.RERANK:
+        if mode is EvalMode.ROUTED:
+            rankers[mode.value] = lambda query: documents_of(
+                engine.rank(query, chunk_depth, options)
+            )[:depth]
+        elif mode is EvalMode.RERANK:
             if engine.reranker is None:
                 skipped[mode.value] = NO_RERANKER_NOTE
             else:

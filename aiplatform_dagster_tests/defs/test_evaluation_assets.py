@@ -48,7 +48,7 @@ def test_retrieval_eval_scores_every_mode_on_the_golden_queries(
     assert metadata["benchmark"] == "golden" and metadata["queries"] == 40
     assert metadata["release_id"] == sample_repository.pointer()
     assert metadata["embedder"].startswith("sentence-transformers:all-MiniLM-L6-v2@sha256:")
-    for mode in ("bm25", "dense", "hybrid", "rerank"):
+    for mode in ("bm25", "dense", "hybrid", "rerank", "routed"):
         for metric in ("ndcg@10", "recall@100", "precision@10", "mrr@10", "p50_ms", "p99_ms"):
             assert f"golden/{mode}/{metric}" in metadata
     assert metadata["golden/hybrid/ndcg@10"] >= 0.9
@@ -97,7 +97,7 @@ def test_answer_eval_judges_every_golden_question(
     assert metadata["status"] == "evaluated" and metadata["questions"] == len(golden)
     assert metadata["correctness"] == pytest.approx(0.8)
     assert metadata["faithfulness"] == pytest.approx(1.0)
-    assert metadata["judge_failures"] == 0
+    assert metadata["failed_questions"] == 0
     assert metadata["expected_document_cited"] >= 0.6
     assert metadata["eval_cost_usd"] > metadata["cost_per_query_usd"] > 0
     assert metadata["cache_hit_rate"] == 0

@@ -186,7 +186,7 @@ def answer_eval(
                         "faithfulness": a.faithfulness,
                         "cited_expected": a.cited_expected_document,
                         "latency_ms": round(a.latency_ms, 1),
-                        "answer": a.judge_error or a.answer,
+                        "answer": a.error or a.answer,
                     }
                     for a in report.answers
                 ],

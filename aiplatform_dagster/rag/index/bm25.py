@@ -123,10 +123,6 @@ class BM25Index:
         """Index documents already split into terms by `analyzer` (which queries will use)."""
         if len(doc_ids) != len(token_lists):
             raise ValueError(f"{len(doc_ids)} doc ids but {len(token_lists)} token lists")
-        if len(set(doc_ids)) != len(doc_ids):
-            raise ValueError("doc ids must be unique: a hit must name exactly one chunk")
-        if idf not in ("lucene", "okapi"):
-            raise ValueError(f"idf must be 'lucene' or 'okapi', not {idf!r}")
         vocabulary, counts = term_counts(token_lists)
         return cls.from_counts(doc_ids, vocabulary, counts, k1=k1, b=b, idf=idf, analyzer=analyzer)
 

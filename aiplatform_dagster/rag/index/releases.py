@@ -36,7 +36,10 @@ from aiplatform_dagster.rag.index.segments import (
     CorruptIndexError,
     Segment,
     corrupt,
+    read_json,
     read_records,
+    verify_sizes,
+    write_records,
 )
 from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex, LivePart
 from aiplatform_dagster.rag.ingest.chunking import Chunk
@@ -254,8 +257,6 @@ class IndexRepository:
         documents: Sequence[Document],
     ) -> Release:
         """Write a complete release folder under a new id, then rename it into place."""
-        from aiplatform_dagster.rag.index.segments import write_records
-
         release_id = new_release_id()
         manifest = {**manifest, "format_version": FORMAT_VERSION, "release_id": release_id}
         self.releases_dir.mkdir(parents=True, exist_ok=True)
@@ -377,18 +378,10 @@ def _created_at(release_id: str) -> datetime:
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError as error:
-        raise corrupt(path, "missing") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise corrupt(path, f"unreadable ({error})") from error
+    manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise corrupt(path, f"not a release manifest of format {FORMAT_VERSION}")
-    for name, size in manifest.get("files", {}).items():
-        part = path.parent / name
-        if not part.exists() or part.stat().st_size != size:
-            raise corrupt(part, "missing or truncated")
+    verify_sizes(path.parent, manifest.get("files", {}))
     return manifest
 
 

@@ -55,6 +55,28 @@ def corrupt(path: Path, problem: str) -> CorruptIndexError:
     )
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of the index, or the error that names it."""
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError as error:
+        raise corrupt(path, "missing (its folder is incomplete)") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise corrupt(path, f"unreadable ({error})") from error
+
+
+def verify_sizes(folder: Path, files: dict[str, int]) -> None:
+    """Every file present with the size it was written with: catches truncation cheaply."""
+    for name, size in files.items():
+        path = folder / name
+        try:
+            found = os.stat(path).st_size
+        except FileNotFoundError as error:
+            raise corrupt(path, "missing") from error
+        if found != size:
+            raise corrupt(path, f"{found} bytes, written as {size} (truncated or replaced)")
+
+
 def write_records(path: Path, records: Sequence[Any], record_type: type) -> None:
     """Dataclass records as a Parquet table (an empty table keeps the columns)."""
     names = [f.name for f in fields(record_type)]
@@ -143,26 +165,13 @@ class Segment:
     @cached_property
     def meta(self) -> dict[str, Any]:
         path = self.folder / SEGMENT_FILE
-        try:
-            meta = json.loads(path.read_text("utf-8"))
-        except FileNotFoundError as error:
-            raise corrupt(path, "missing (the segment folder is incomplete)") from error
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise corrupt(path, f"unreadable ({error})") from error
-        if meta.get("format_version") != FORMAT_VERSION:
+        meta = read_json(path)
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             raise corrupt(path, f"format {meta.get('format_version')}, expected {FORMAT_VERSION}")
         return meta
 
     def verify(self) -> None:
-        """Every file present with the size it was written with: catches truncation cheaply."""
-        for name, size in self.meta["files"].items():
-            path = self.folder / name
-            try:
-                found = os.stat(path).st_size
-            except FileNotFoundError as error:
-                raise corrupt(path, "missing") from error
-            if found != size:
-                raise corrupt(path, f"{found} bytes, written as {size} (truncated or replaced)")
+        verify_sizes(self.folder, self.meta["files"])
 
     @property
     def segment_id(self) -> str:
@@ -191,11 +200,7 @@ class Segment:
 
     @cached_property
     def terms(self) -> list[str]:
-        path = self.folder / TERMS_FILE
-        try:
-            return json.loads(path.read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise corrupt(path, f"unreadable ({error})") from error
+        return read_json(self.folder / TERMS_FILE)
 
     @cached_property
     def counts(self) -> sp.csr_matrix:

@@ -162,6 +162,28 @@ class QueryEngine:
             return Retrieval(self.reranker.rerank(query, candidates, options.top_n), True, "")
         return Retrieval(candidates[: options.top_n], False, NO_RERANKER_NOTE)
 
+    def route(self, query: PreparedQuery, options: QueryOptions) -> RouteDecision:
+        """The caller's forced mode, or the router's choice with its reason."""
+        if options.mode:
+            return RouteDecision(options.mode, f"{options.mode.value} search requested by caller")
+        return self._router.route(query)
+
+    def rank(
+        self, question: str, depth: int, options: QueryOptions | None = None
+    ) -> list[RetrievedChunk]:
+        """What a user's question retrieves, ranked deeper than an answer reads: routed, exact
+        terms first, the top candidates reranked. Evaluation scores this path ("routed")."""
+        options = options or self.defaults
+        query = prepare_query(question)
+        mode = self.route(query, options).mode
+        fused = self.retriever.search(
+            query.text, mode, max(depth, options.candidates), options.hybrid
+        )
+        head = _prefer_exact(fused[: options.candidates], query.exact_terms)
+        if self.reranker is not None and head:
+            head = self.reranker.rerank(query.text, head, len(head))
+        return [*head, *fused[options.candidates :]][:depth]
+
     def ask(self, question: str, options: QueryOptions | None = None) -> Answer:
         """Answer ``question`` with citations; raises QueryError for an empty question."""
         options = options or self.defaults
@@ -170,11 +192,7 @@ class QueryEngine:
             query = prepare_query(question)
         notes = [f"question truncated to {len(query.text)} characters"] if query.truncated else []
         with timer.stage("route"):
-            decision = (
-                RouteDecision(options.mode, f"{options.mode.value} search requested by the caller")
-                if options.mode
-                else self._router.route(query)
-            )
+            decision = self.route(query, options)
         with timer.stage("retrieve"):
             retrieval = self.retrieve(query.text, decision.mode, options, query.exact_terms)
         if retrieval.note:
