@@ -84,7 +84,7 @@ def test_eval_retrieval_on_a_beir_folder_ends_with_one_json_line(
     assert main(argv) == 0
     out = capsys.readouterr().out
     scores = json.loads(out.strip().splitlines()[-1])
-    assert set(scores) == {"bm25", "dense", "hybrid"}
+    assert set(scores) == {"bm25", "dense", "hybrid", "routed"}
     assert "rerank" in out and "skipped" in out
     for mode, values in scores.items():
         assert values["recall@100"] == 1.0, mode
