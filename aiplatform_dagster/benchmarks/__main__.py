@@ -1,14 +1,21 @@
-"""``make bench``: ingestion, BM25 and vector search, each as a ratio to a baseline measured in
-the same process on the same data. Numbers are for the machine it runs on; compare ratios."""
+"""``make bench``: ingestion, BM25, vector search and index releases, each as a ratio to a
+baseline measured in the same process on the same data. Numbers are for the machine it runs on;
+compare ratios."""
 
 import argparse
 from pathlib import Path
 
 from aiplatform_dagster.benchmarks.bm25_bench import bench_bm25
 from aiplatform_dagster.benchmarks.ingestion_bench import bench_ingestion
+from aiplatform_dagster.benchmarks.release_bench import (
+    beir_sample,
+    bench_incremental,
+    bench_switch_and_open,
+)
 from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
+PARTS = ["ingestion", "bm25", "vector", "releases", "incremental"]
 
 
 def main() -> None:
@@ -21,14 +28,19 @@ def main() -> None:
     parser.add_argument("--bm25-docs", type=int, default=100_000)
     parser.add_argument("--vectors", type=int, default=1_000_000)
     parser.add_argument(
-        "--only", choices=["ingestion", "bm25", "vector"], action="append",
-        help="run only these parts (repeatable)",
+        "--open-docs", type=int, default=5183,
+        help="documents of the release switched and opened (kept in storage/benchmarks)",
     )  # fmt: skip
+    parser.add_argument("--changed-share", type=float, default=0.01)
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
+    )
     args = parser.parse_args()
-    parts = args.only or ["ingestion", "bm25", "vector"]
+    parts = args.only or PARTS
+    has_corpus = (args.dataset / "corpus.jsonl").is_file()
 
     if "ingestion" in parts:
-        if not (args.dataset / "corpus.jsonl").is_file():
+        if not has_corpus:
             print(f"(a) ingestion: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
         else:
             r = bench_ingestion(args.dataset, args.docs)
@@ -50,6 +62,37 @@ def main() -> None:
             f"(c) vector top-10 over {r['n']:,} x {r['dim']}: p50 {r['p50_ms']:.1f} ms, "
             f"p95 {r['p95_ms']:.1f} ms vs numpy float32 p50 {r['numpy_baseline_p50_ms']:.1f} ms "
             f"({r['speedup_vs_numpy']:.1f}x), recall@10 vs exact {r['recall_at_k_vs_exact']:.3f}"
+        )
+    if ("releases" in parts or "incremental" in parts) and not has_corpus:
+        print(f"(d-f) releases: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
+        return
+    from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder()
+    if "releases" in parts:
+        from aiplatform_dagster.config import load_settings
+        from aiplatform_dagster.rag.index.releases import IndexRepository
+
+        kept = load_settings().paths.storage_dir / "benchmarks" / f"{args.dataset.name}-releases"
+        documents = beir_sample(args.dataset, args.open_docs)
+        r = bench_switch_and_open(IndexRepository(kept), documents, embedder)
+        print(
+            f"(d) switch the current release: p50 {r['switch_p50_ms']:.2f} ms, "
+            f"{r['switch_vs_open']:.3f}x the time to open the release it names"
+        )
+        print(
+            f"(e) open a release of {r['chunks']:,} chunks: p50 {r['open_p50_ms']:.0f} ms, "
+            f"{r['open_vs_bm25_build']:.2f}x building its BM25 from the texts "
+            f"({r['bm25_build_from_text_ms']:.0f} ms)"
+        )
+    if "incremental" in parts:
+        r = bench_incremental(beir_sample(args.dataset, args.docs), embedder, args.changed_share)
+        print(
+            f"(f) {r['changed_documents']} of {r['documents']} documents changed: "
+            f"{r['incremental_s']:.1f} s and {r['incremental_bytes'] / 1e6:.2f} MB against a full "
+            f"build's {r['full_s']:.1f} s and {r['full_bytes'] / 1e6:.2f} MB -> time "
+            f"{r['time_ratio']:.1%} (goal <= 5%), disk {r['disk_ratio']:.1%} (goal <= 10%); "
+            f"{r['embedded_again']} chunks embedded again"
         )
 
 

@@ -1,6 +1,6 @@
 """End-to-end ingestion throughput against the embedding model alone, on the same chunks.
 
-The ingestion job (read, chunk, embed, BM25, vector sync, quality checks) runs in-process
+The ingestion job (read, chunk, embed, BM25 term counts, release, checks, publish) runs in-process
 through Dagster exactly as a user materialises it; the baseline is one raw
 ``SentenceTransformer.encode`` call over the chunk texts that run produced. The model is
 loaded before either is timed, so the ratio shows the pipeline's overhead, not start-up.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiplatform_dagster.evaluation.beir import load_beir
 from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
-from aiplatform_dagster.rag.index.artifacts import IngestionStore
+from aiplatform_dagster.rag.index.releases import IndexRepository
 
-FULL_REFRESH = {"ops": {"chunk_embeddings": {"config": {"reuse_previous": False}}}}
+FULL_REFRESH = {"ops": {"document_chunks": {"config": {"reuse_previous": False}}}}
 """Every run embeds every chunk, as the first run would."""
 
 
@@ -37,14 +37,14 @@ def bench_ingestion(dataset: Path, n_docs: int = 1000, repeats: int = 2) -> dict
         embedder.encode(["warm up the model"])
 
         job = load_definitions().resolve_job_def("ingestion_job")
-        store = IngestionStore(Path(scratch) / "storage" / "ingestion")
+        repository = IndexRepository(Path(scratch) / "storage" / "ingestion")
         pipeline_s = encode_s = float("inf")
         for _ in range(repeats):
             started = time.perf_counter()
             job.execute_in_process(run_config=FULL_REFRESH, raise_on_error=True)
             pipeline_s = min(pipeline_s, time.perf_counter() - started)
 
-            texts = [chunk.indexed_text for chunk in store.read_chunks()]
+            texts = [chunk.indexed_text for chunk in repository.open_pointer().chunks]
             started = time.perf_counter()
             embedder.model.encode(texts, batch_size=64, normalize_embeddings=True)
             encode_s = min(encode_s, time.perf_counter() - started)

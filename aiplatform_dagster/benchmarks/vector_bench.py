@@ -10,7 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex
+from aiplatform_dagster.rag.index.vector_store import (
+    EmbeddedVectorIndex,
+    LivePart,
+    open_vector_part,
+    write_vector_part,
+)
 
 GENERATE_ROWS = 65_536  # rows drawn per step: no float64 or full-size temporaries
 
@@ -36,8 +41,8 @@ def bench_vector_search(
     queries = _unit_rows(rng, n_queries, dim)
     ids = [f"chunk-{i}" for i in range(n)]
     with tempfile.TemporaryDirectory(prefix="vector-bench-") as directory:
-        index = EmbeddedVectorIndex(Path(directory))
-        index.sync(ids, matrix)
+        meta = write_vector_part(Path(directory), ids, matrix)
+        index = EmbeddedVectorIndex([LivePart(open_vector_part(Path(directory), ids, meta))])
         index.search(queries[0], k)  # first touch of the memory maps is not a query's cost
         ours, results = [], []
         for query in queries:
