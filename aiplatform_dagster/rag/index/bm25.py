@@ -7,40 +7,20 @@ negative) and "okapi" (rank-bm25's BM25Okapi, floored at epsilon * mean idf, kep
 can be checked against that library).
 """
 
-import json
-import zipfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
 
-from aiplatform_dagster.rag.index.atomic import atomic_directory
 from aiplatform_dagster.rag.index.hits import Hit
-from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION, analyze
+from aiplatform_dagster.rag.index.text_analysis import analyze
 
 Analyzer = Callable[[str], list[str]]
 IdfKind = Literal["lucene", "okapi"]
 
-FORMAT_VERSION = 1
 # rank-bm25's BM25Okapi default: negative idfs are raised to this fraction of the mean idf.
 OKAPI_EPSILON = 0.25
-
-_MANIFEST = "manifest.json"
-_WEIGHTS = "weights.npz"
-_VOCABULARY = "vocabulary.json"
-_DOC_IDS = "doc_ids.json"
-_MANIFEST_KEYS = frozenset(
-    {"format_version", "k1", "b", "idf", "analyzer", "n_docs", "vocabulary_size"}
-)
-
-
-def analyzer_name(analyzer: Analyzer) -> str:
-    """Names an analyzer in the manifest, so a saved index refuses queries analysed differently."""
-    module = getattr(analyzer, "__module__", None) or "builtins"
-    name = f"{module}.{getattr(analyzer, '__qualname__', repr(analyzer))}"
-    return f"{name}@{ANALYZER_VERSION}" if analyzer is analyze else name
 
 
 def _idf(doc_freq: np.ndarray, n_docs: int, kind: IdfKind) -> np.ndarray:
@@ -197,85 +177,3 @@ class BM25Index:
         # Best score first; equal scores keep corpus order so results are reproducible.
         ranked = candidates[np.lexsort((candidates, -scores[candidates]))][:k]
         return [Hit(self._doc_ids[i], float(scores[i])) for i in ranked]
-
-    def save(self, directory: Path) -> None:
-        """Write the index so that `directory` never holds a half-written one.
-
-        See `atomic_directory` for what a crash can leave behind.
-        """
-        with atomic_directory(Path(directory)) as staging:
-            sp.save_npz(staging / _WEIGHTS, self._weights, compressed=False)
-            vocabulary = sorted(self._vocabulary, key=self._vocabulary.__getitem__)
-            _write_json(staging / _VOCABULARY, vocabulary)
-            _write_json(staging / _DOC_IDS, self._doc_ids)
-            _write_json(staging / _MANIFEST, self._manifest())
-
-    @classmethod
-    def load(cls, directory: Path, *, analyzer: Analyzer = analyze) -> Self:
-        """Read an index written by `save`; ValueError names the path and what is wrong with it."""
-        directory = Path(directory)
-        manifest = _read_json(directory / _MANIFEST)
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory / _MANIFEST}: not a BM25 index manifest of format {FORMAT_VERSION}"
-            )
-        if missing := _MANIFEST_KEYS - manifest.keys():
-            raise ValueError(f"{directory / _MANIFEST}: missing keys {sorted(missing)}")
-        if manifest["idf"] not in ("lucene", "okapi"):
-            raise ValueError(f"{directory / _MANIFEST}: unknown idf {manifest['idf']!r}")
-        if manifest["analyzer"] != analyzer_name(analyzer):
-            raise ValueError(
-                f"{directory}: index was built with analyzer {manifest['analyzer']!r}, "
-                f"queries would use {analyzer_name(analyzer)!r}; rebuild the index"
-            )
-        try:
-            weights = sp.load_npz(directory / _WEIGHTS).tocsr()
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{directory / _WEIGHTS}: missing or corrupt ({error})") from error
-        vocabulary = _read_string_list(directory / _VOCABULARY)
-        doc_ids = _read_string_list(directory / _DOC_IDS)
-        expected = (manifest["vocabulary_size"], manifest["n_docs"])
-        found = (len(vocabulary), len(doc_ids))
-        if weights.shape != expected or found != expected:
-            raise ValueError(
-                f"{directory}: manifest says (terms, docs) = {expected}, but the weights are "
-                f"{weights.shape} and the files list {found}"
-            )
-        return cls(
-            doc_ids,
-            {term: i for i, term in enumerate(vocabulary)},
-            weights,
-            k1=manifest["k1"],
-            b=manifest["b"],
-            idf=manifest["idf"],
-            analyzer=analyzer,
-        )
-
-    def _manifest(self) -> dict[str, object]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "k1": self.k1,
-            "b": self.b,
-            "idf": self.idf,
-            "analyzer": analyzer_name(self._analyzer),
-            "n_docs": len(self._doc_ids),
-            "vocabulary_size": len(self._vocabulary),
-        }
-
-
-def _write_json(path: Path, value: object) -> None:
-    path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
-
-
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: missing or corrupt ({error})") from error
-
-
-def _read_string_list(path: Path) -> list[str]:
-    value = _read_json(path)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise ValueError(f"{path}: expected a JSON list of strings")
-    return value

@@ -41,6 +41,7 @@ from aiplatform_dagster.rag.index.segments import (
     verify_sizes,
     write_records,
 )
+from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION
 from aiplatform_dagster.rag.index.vector_store import EmbeddedVectorIndex, LivePart
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 from aiplatform_dagster.rag.ingest.documents import Document
@@ -123,6 +124,12 @@ class Release:
     def bm25(self) -> BM25Index:
         """The keyword index over the live rows, combined from the segments' term counts."""
         bm25 = self.manifest["bm25"]
+        if bm25["analyzer"] != ANALYZER_VERSION:
+            raise ReleaseError(
+                f"index release {self.release_id} counted its keywords with analyzer "
+                f"{bm25['analyzer']}, but this code analyses queries with {ANALYZER_VERSION}: "
+                "build a new release (materialise the ingestion group, or `make ingest`)"
+            )
         for segment in self.segments:
             if segment.analyzer != bm25["analyzer"]:
                 raise corrupt(segment.folder, "analysed with another analyzer than its release")

@@ -5,6 +5,7 @@ Builds use the real steps and files; ``HashEmbedder`` (stand_ins.py) replaces th
 many builds and several processes fit in seconds.
 """
 
+import json
 import multiprocessing
 import os
 import signal
@@ -290,3 +291,13 @@ def test_many_small_releases_are_compacted_into_one_segment(tmp_path: Path) -> N
     [best] = release.vectors.search(query, 1)
     assert release.chunk_index[best.chunk_id].doc_id == "doc-11"
     assert np.isclose(best.score, 1.0, atol=1e-5)
+
+
+def test_a_release_counted_with_another_analyzer_is_refused_for_queries(tmp_path: Path) -> None:
+    release_id = run_ingest(tmp_path, texts(3))
+    path = tmp_path / "releases" / release_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["bm25"]["analyzer"] = "analyzer-0"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ReleaseError, match=r"analyzer-0.*build a new release"):
+        IndexRepository(tmp_path).open_pointer()
