@@ -89,7 +89,9 @@ def _load_sentence_transformer(path: str, device: str) -> Any:
     """One copy per process: assets, checks and the query path share a loaded model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar on every CLI call
     return SentenceTransformer(path, device=device)
 
 
