@@ -90,12 +90,17 @@ def bench_incremental(
         small_s = time.perf_counter() - started
         small_bytes = release_bytes(small.release, shared)
         held = {chunk.doc_id for chunk in small.release.chunks}
+        revised = {c.doc_id for c in small.release.chunks if c.text.endswith("(revised)")}
+        reused = [s.segment_id in shared for s in small.release.segments]
     return {
         "documents": len(documents),
         "changed_documents": changed,
         "chunks": small.chunks,
         "embedded_again": small.embedding.computed,
         "all_documents_held": held == {doc.doc_id for doc in documents},
+        "revised_documents_held": len(revised),
+        "segments_shared": sum(reused),
+        "segments_new": len(reused) - sum(reused),
         "full_s": full_s,
         "incremental_s": small_s,
         "time_ratio": small_s / full_s,

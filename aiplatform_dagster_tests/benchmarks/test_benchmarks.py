@@ -1,16 +1,20 @@
 """Each benchmark at a tiny size: what it reports must follow from what it measured.
 
-``HashEmbedder`` (stand_ins.py) replaces the model: these check the benchmarks' bookkeeping,
-not speed; `make bench` runs them at full size with the real model.
+``HashEmbedder`` (stand_ins.py) replaces the model in the release benchmarks: they check the
+bookkeeping, not speed; `make bench` runs them at full size with the real model. The ingestion
+benchmark runs for real (MiniLM and the Dagster job) on a five-document BEIR folder.
 """
 
+import os
 from pathlib import Path
 
 import pytest
 
 from aiplatform_dagster.benchmarks.bm25_bench import bench_bm25
+from aiplatform_dagster.benchmarks.ingestion_bench import bench_ingestion
 from aiplatform_dagster.benchmarks.release_bench import bench_incremental, bench_switch_and_open
 from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
+from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster_tests.stand_ins import HashEmbedder, documents_of
 
@@ -48,6 +52,29 @@ def test_switch_and_open_leave_the_repository_usable(tmp_path: Path) -> None:
 def test_the_incremental_release_holds_every_document_and_embeds_only_the_changed() -> None:
     result = bench_incremental(documents_of(corpus(200)), HashEmbedder(), changed_share=0.01)
     assert result["changed_documents"] == 2 and result["all_documents_held"]
+    assert result["revised_documents_held"] == 2
+    assert result["segments_shared"] >= 1 and result["segments_new"] == 1
     assert 1 <= result["embedded_again"] <= 4
     assert result["incremental_bytes"] < result["full_bytes"]
     assert result["disk_ratio"] == result["incremental_bytes"] / result["full_bytes"]
+    assert result["time_ratio"] == result["incremental_s"] / result["full_s"]
+
+
+@pytest.mark.slow
+def test_ingestion_benchmark_times_the_job_and_encode_on_the_same_chunks(tmp_path: Path) -> None:
+    docs = [
+        BeirDoc(f"d{i}", f"Title {i}", f"Sentence {i} about retrieval. " * 30) for i in range(5)
+    ]
+    write_beir(tmp_path, docs, {"q1": "retrieval"}, {"q1": {"d0": 1}})
+    before = {
+        name: os.environ.get(name)
+        for name in ("AIPLATFORM_DOCUMENTS_DIR", "AIPLATFORM_STORAGE_DIR")
+    }
+
+    result = bench_ingestion(tmp_path, n_docs=4, repeats=1)
+
+    assert result["documents"] == 4 and result["chunks"] >= 4
+    assert result["ratio"] == pytest.approx(
+        result["pipeline_chunks_per_s"] / result["encode_chunks_per_s"]
+    )
+    assert {name: os.environ.get(name) for name in before} == before
