@@ -43,6 +43,9 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
         node = graph.get(key)
         assert node.owners == ["team:ml-platform"], key
         assert node.description, key
+        assert node.code_version, f"{key} has no code version: the UI cannot say it changed"
+        assert node.kinds, f"{key} has no kind tags"
+        assert node.pools <= {"cpu", "gpu"} and node.pools, f"{key} runs on no compute pool"
     assert {c.name for c in graph.asset_check_keys} == {
         "chunks_are_valid",
         "embeddings_are_valid",
@@ -54,6 +57,14 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("nightly_full_refresh").job_name == "ingestion_job"
     assert defs.resolve_job_def("ingestion_job")
+
+
+def test_kind_tags_name_the_technology_each_asset_uses() -> None:
+    graph = load_definitions().resolve_asset_graph()
+    kinds = {key.to_user_string(): graph.get(key).kinds for key in graph.get_all_asset_keys()}
+    assert "pytorch" in kinds["chunk_embeddings"]
+    assert "parquet" in kinds["document_chunks"]
+    assert "openai" in kinds["answer_eval"]
 
 
 def test_embeddings_run_on_the_gpu_pool_everything_else_on_cpu() -> None:

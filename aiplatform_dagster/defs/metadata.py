@@ -28,3 +28,22 @@ def markdown_table(
 def _cell(value: Any) -> str:
     text = " ".join(str(value).split()).replace("|", "\\|")
     return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
+def histogram(values: Sequence[int], bins: int = 8, width: int = 30) -> dg.MetadataValue:
+    """Counts of ``values`` in equal-width ranges, drawn as Markdown bars: a shape is read at a
+    glance, a list of numbers is not."""
+    if not values:
+        return dg.MetadataValue.md("_(none)_")
+    low, high = min(values), max(values)
+    step = max(1, -(-(high - low + 1) // bins))
+    counts = [0] * (-(-(high - low + 1) // step))
+    for value in values:
+        counts[(value - low) // step] += 1
+    top = max(counts)
+    lines = ["| tokens | chunks | |", "|---|---:|---|"]
+    for index, count in enumerate(counts):
+        start = low + index * step
+        bar = "█" * round(width * count / top)
+        lines.append(f"| {start}–{start + step - 1} | {count} | {bar} |")
+    return dg.MetadataValue.md("\n".join(lines))

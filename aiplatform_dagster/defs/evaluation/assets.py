@@ -48,6 +48,7 @@ class RetrievalEvalConfig(dg.Config):
     owners=OWNERS,
     kinds={"python"},
     deps=[current_release],
+    code_version="1",
     **on_pool(ComputePool.CPU),
     automation_condition=dg.AutomationCondition.eager(),
 )
@@ -125,6 +126,7 @@ class AnswerEvalConfig(dg.Config):
     owners=OWNERS,
     kinds={"openai"},
     deps=[current_release],
+    code_version="1",
     **on_pool(ComputePool.CPU),
 )
 def answer_eval(

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.ingestion.builds import BUILD_ID, run_build
-from aiplatform_dagster.defs.metadata import markdown_table
+from aiplatform_dagster.defs.metadata import histogram, markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.rag.index.build import (
@@ -48,7 +48,13 @@ class SourceDocumentsConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=GROUP, owners=OWNERS, kinds={"python", "parquet"}, **on_pool(ComputePool.CPU))
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "parquet"},
+    code_version="1",
+    **on_pool(ComputePool.CPU),
+)
 def source_documents(
     context: dg.AssetExecutionContext, config: SourceDocumentsConfig, platform: PlatformResource
 ) -> dg.MaterializeResult:
@@ -114,6 +120,7 @@ class DocumentChunksConfig(dg.Config):
     owners=OWNERS,
     kinds={"python", "parquet"},
     deps=[source_documents],
+    code_version="1",
     **on_pool(ComputePool.CPU),
 )
 def document_chunks(
@@ -154,6 +161,7 @@ def document_chunks(
             "overlap_tokens": chunking.overlap_tokens,
             "median_tokens": token_counts[len(token_counts) // 2] if chunks else 0,
             "max_tokens": token_counts[-1] if chunks else 0,
+            "chunk_length_histogram": histogram(token_counts),
             "problems": markdown_table(
                 [{"document": p.doc_id, "problem": p.reason} for p in chunked.problems], 50
             ),
@@ -178,6 +186,7 @@ def document_chunks(
     owners=OWNERS,
     kinds={"pytorch", "numpy"},
     deps=[document_chunks],
+    code_version="1",
     **on_pool(ComputePool.GPU),
 )
 def chunk_embeddings(
@@ -218,6 +227,7 @@ def chunk_embeddings(
     owners=OWNERS,
     kinds={"python", "scipy"},
     deps=[document_chunks],
+    code_version="1",
     **on_pool(ComputePool.CPU),
 )
 def bm25_index(
@@ -246,6 +256,7 @@ def bm25_index(
     owners=OWNERS,
     kinds={"python", "faiss"},
     deps=[chunk_embeddings, bm25_index],
+    code_version="1",
     **on_pool(ComputePool.CPU),
 )
 def index_release(
@@ -293,6 +304,7 @@ def index_release(
     owners=OWNERS,
     kinds={"python"},
     deps=[index_release],
+    code_version="1",
     **on_pool(ComputePool.CPU),
 )
 def current_release(
