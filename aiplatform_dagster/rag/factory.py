@@ -112,7 +112,7 @@ def build_query_engine(
     Refuses a release whose vectors another embedder built: its scores would be meaningless.
     """
     embedder = embedder or build_embedder(settings)
-    release = release or open_repository(settings).open_pointer(CURRENT).load()
+    release = release or open_repository(settings).open_pointer(CURRENT)
     release.check_embedder(embedder_identity(embedder), embedder.model_id)
     backend = backend or build_vector_backend(settings)
     llm = llm_settings(settings)

@@ -32,6 +32,7 @@ from aiplatform_dagster.rag.index.releases import (
 from aiplatform_dagster.rag.index.segments import (
     CorruptIndexError,
     Segment,
+    merge_term_counts,
     read_records,
     write_records,
     write_segment,
@@ -365,26 +366,11 @@ def _compact(
     repository: IndexRepository, parts: Sequence[tuple[Segment, np.ndarray]]
 ) -> tuple[Segment, np.ndarray]:
     """One segment holding exactly the live rows: copies data, embeds nothing."""
-    chunks: list[Chunk] = []
-    vectors: list[np.ndarray] = []
-    vocabulary: dict[str, int] = {}
-    term_rows, doc_cols, values = [], [], []
-    for segment, mask in parts:
-        rows = np.flatnonzero(mask)
-        chunks.extend(segment.chunks[row] for row in rows)
-        vectors.append(np.asarray(segment.vectors.vectors[rows]))
-        local = np.array([vocabulary.setdefault(t, len(vocabulary)) for t in segment.terms])
-        block = segment.counts[:, rows].tocoo()
-        term_rows.append(local[block.row] if block.nnz else np.empty(0, int))
-        doc_cols.append(block.col + len(chunks) - len(rows))
-        values.append(block.data)
-    counts = sp.coo_matrix(
-        (np.concatenate(values), (np.concatenate(term_rows), np.concatenate(doc_cols))),
-        shape=(len(vocabulary), len(chunks)),
-    ).tocsr()
-    segment = write_segment(
-        repository.segments_dir, chunks, np.concatenate(vectors), list(vocabulary), counts
-    )
+    live = [(segment, np.flatnonzero(mask)) for segment, mask in parts]
+    chunks = [segment.chunks[row] for segment, rows in live for row in rows]
+    vectors = np.concatenate([np.asarray(segment.vectors.vectors[rows]) for segment, rows in live])
+    terms, counts = merge_term_counts(live)
+    segment = write_segment(repository.segments_dir, chunks, vectors, terms, counts)
     return segment, np.ones(segment.rows, dtype=bool)
 
 

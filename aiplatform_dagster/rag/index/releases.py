@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.rag.index.atomic import fsync
@@ -36,6 +35,7 @@ from aiplatform_dagster.rag.index.segments import (
     CorruptIndexError,
     Segment,
     corrupt,
+    merge_term_counts,
     read_json,
     read_records,
     verify_sizes,
@@ -133,28 +133,10 @@ class Release:
         for segment in self.segments:
             if segment.analyzer != bm25["analyzer"]:
                 raise corrupt(segment.folder, "analysed with another analyzer than its release")
-        vocabulary: dict[str, int] = {}
-        term_rows, doc_cols, values = [], [], []
-        column = 0
-        for segment, rows in self.live_rows():
-            local = np.fromiter(
-                (vocabulary.setdefault(t, len(vocabulary)) for t in segment.terms),
-                np.int64,
-                len(segment.terms),
-            )
-            counts = segment.counts[:, rows].tocoo()
-            term_rows.append(local[counts.row])
-            doc_cols.append(counts.col + column)
-            values.append(counts.data)
-            column += len(rows)
-        shape = (len(vocabulary), column)
-        counts = sp.coo_matrix(
-            (_concat(values, float), (_concat(term_rows, int), _concat(doc_cols, int))),
-            shape=shape,
-        ).tocsr()
+        vocabulary, counts = merge_term_counts(self.live_rows())
         return BM25Index.from_counts(
             [chunk.chunk_id for chunk in self.chunks],
-            list(vocabulary),
+            vocabulary,
             counts,
             k1=bm25["k1"],
             b=bm25["b"],
@@ -402,10 +384,6 @@ def _read_live(path: Path, segments: Sequence[Segment]) -> list[np.ndarray]:
         if mask.shape != (segment.rows,):
             raise corrupt(path, f"mask of segment {segment.segment_id} has the wrong length")
     return [mask.astype(bool) for mask in masks]
-
-
-def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
-    return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
 
 
 def _remove(folder: Path) -> None:

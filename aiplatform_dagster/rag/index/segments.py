@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from functools import cached_property
@@ -151,6 +151,36 @@ def write_segment(
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     return Segment(target)
+
+
+def merge_term_counts(
+    parts: Iterable[tuple["Segment", np.ndarray]],
+) -> tuple[list[str], sp.csr_matrix]:
+    """One vocabulary and one (terms, rows) count matrix over the given rows of each segment,
+    rows in the order given: what a release's BM25 and a compaction both need."""
+    vocabulary: dict[str, int] = {}
+    term_rows, doc_cols, values = [], [], []
+    column = 0
+    for segment, rows in parts:
+        local = np.fromiter(
+            (vocabulary.setdefault(t, len(vocabulary)) for t in segment.terms),
+            np.int64,
+            len(segment.terms),
+        )
+        block = segment.counts[:, rows].tocoo()
+        term_rows.append(local[block.row])
+        doc_cols.append(block.col + column)
+        values.append(block.data)
+        column += len(rows)
+    counts = sp.coo_matrix(
+        (_concat(values, float), (_concat(term_rows, int), _concat(doc_cols, int))),
+        shape=(len(vocabulary), column),
+    ).tocsr()
+    return list(vocabulary), counts
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype)
 
 
 @dataclass(frozen=True)
