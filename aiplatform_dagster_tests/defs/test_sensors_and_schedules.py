@@ -12,22 +12,35 @@ from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.defs.ingestion.schedules import nightly_full_refresh
 from aiplatform_dagster.defs.ingestion.sensors import MAX_ATTEMPTS, new_documents_sensor
 from aiplatform_dagster.defs.resources import PlatformResource
+from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.source_folder import snapshot_folder
-from aiplatform_dagster_tests.conftest import write_corpus
+from aiplatform_dagster_tests.conftest import SMALL_CORPUS, write_corpus
+from aiplatform_dagster_tests.stand_ins import build_release
 
 Status = dg.DagsterRunStatus
 
 
-def documents_at(folder: Path) -> PlatformResource:
-    return PlatformResource(overrides={"paths": {"documents_dir": str(folder)}})
+def platform_at(folder: Path, storage: Path) -> PlatformResource:
+    return PlatformResource(
+        overrides={"paths": {"documents_dir": str(folder), "storage_dir": str(storage)}}
+    )
+
+
+def publish(storage: Path, corpus: dict[str, str]) -> str:
+    """Make a release of ``corpus`` current under ``storage``, as an earlier build would."""
+    repository = IndexRepository(storage / "ingestion")
+    release = build_release(repository, corpus)
+    repository.move_pointer(release.release_id, expected=repository.pointer())
+    return release.release_id
 
 
 class Sensor:
     """Ticks the real sensor against a real instance and plays the daemon's part in runs."""
 
-    def __init__(self, instance: dg.DagsterInstance, folder: Path) -> None:
+    def __init__(self, instance: dg.DagsterInstance, folder: Path, storage: Path) -> None:
         self.instance = instance
         self.folder = folder
+        self.storage = storage
         self.cursor: str | None = None
         self.job = load_definitions().resolve_job_def("ingestion_job")
 
@@ -37,7 +50,7 @@ class Sensor:
             instance=self.instance,
             cursor=self.cursor,
             sensor_name="new_documents_sensor",
-            resources={"platform": documents_at(self.folder)},
+            resources={"platform": platform_at(self.folder, self.storage)},
         )
         result = new_documents_sensor(context)
         if isinstance(result, dg.SkipReason):
@@ -62,9 +75,11 @@ class Sensor:
 
 
 @pytest.fixture
-def sensor(corpus_dir: Path) -> Iterator[Sensor]:
+def sensor(corpus_dir: Path, tmp_path: Path) -> Iterator[Sensor]:
+    """The sensor on ``corpus_dir``, with a current release that holds none of its files."""
+    publish(tmp_path / "storage", {"older.md": "An older corpus."})
     with dg.DagsterInstance.ephemeral() as instance:
-        yield Sensor(instance, corpus_dir)
+        yield Sensor(instance, corpus_dir, tmp_path / "storage")
 
 
 def touch_later(path: Path) -> None:
@@ -158,6 +173,50 @@ def test_retries_stop_after_repeated_failures_until_the_folder_changes(
     assert sensor.tick_one().tags["aiplatform/changes"] == "4 added, 0 changed, 0 removed"
 
 
+def test_the_first_release_is_never_the_sensors_to_make(corpus_dir: Path, tmp_path: Path) -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        requests, skip = Sensor(instance, corpus_dir, tmp_path / "empty").tick()
+    assert requests == []
+    assert "No index release" in skip and "Materialize all" in skip
+
+
+def test_a_build_started_from_the_ui_holds_back_the_sensor(
+    sensor: Sensor, corpus_dir: Path
+) -> None:
+    """Materialize all in the UI launches the asset job, not ingestion_job: still a build."""
+    asset_job = load_definitions().resolve_implicit_global_asset_job_def()
+    selection = frozenset(asset_job.asset_layer.executable_asset_keys)
+    ui_run = sensor.instance.create_run_for_job(
+        asset_job, asset_selection=selection, status=Status.STARTED
+    )
+    requests, skip = sensor.tick()
+    assert requests == [] and ui_run.run_id in skip
+
+    sensor.instance.report_run_failed(ui_run)
+    assert sensor.tick_one().tags["aiplatform/changes"] == "3 added, 0 changed, 0 removed"
+
+
+def test_a_folder_the_current_release_already_holds_requests_no_run(
+    sensor: Sensor, corpus_dir: Path
+) -> None:
+    """After a run from the UI (or make ingest) the sensor adopts the folder, not rebuilds it."""
+    write_corpus(corpus_dir, {"notes/empty.md": ""})  # skipped by ingestion, so never held
+    release_id = publish(sensor.storage, SMALL_CORPUS)
+    requests, skip = sensor.tick()
+    assert requests == [] and release_id in skip and "already holds" in skip
+
+    touch_later(corpus_dir / "guides/bm25.html")
+    assert sensor.tick() == ([], skip)
+
+    write_corpus(corpus_dir, {"guides/new.md": "# New\n\nFresh document."})
+    assert sensor.tick_one().tags["aiplatform/changes"] == "1 added, 0 changed, 0 removed"
+
+
+def test_an_edit_the_current_release_lacks_is_requested(sensor: Sensor, corpus_dir: Path) -> None:
+    publish(sensor.storage, {**SMALL_CORPUS, "runbooks/paging.md": "An older paging policy."})
+    assert sensor.tick_one().tags["aiplatform/changes"] == "3 added, 0 changed, 0 removed"
+
+
 def test_a_cursor_from_the_previous_version_counts_as_ingested(
     sensor: Sensor, corpus_dir: Path
 ) -> None:
@@ -167,7 +226,8 @@ def test_a_cursor_from_the_previous_version_counts_as_ingested(
 
 
 def test_missing_folder_skips_with_a_reason(tmp_path: Path) -> None:
-    context = dg.build_sensor_context(resources={"platform": documents_at(tmp_path / "gone")})
+    platform = platform_at(tmp_path / "gone", tmp_path / "storage")
+    context = dg.build_sensor_context(resources={"platform": platform})
     result = new_documents_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "does not exist" in result.skip_message

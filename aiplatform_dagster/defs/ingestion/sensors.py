@@ -1,4 +1,9 @@
-"""Re-ingest when the document folder changes, and again when a run did not ingest a change."""
+"""Re-ingest when the document folder changes, and again when a run did not ingest a change.
+
+The sensor keeps an index release up to date; it never makes the first one (a first build of a
+folder is deliberate: ``make ingest``, ``make dev`` or *Materialize all*), and it never starts a
+build while another run is building one, whoever started it.
+"""
 
 import hashlib
 import json
@@ -6,9 +11,17 @@ from dataclasses import asdict, dataclass, field, replace
 
 import dagster as dg
 
+from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.ingestion.jobs import ingestion_job
 from aiplatform_dagster.defs.resources import PlatformResource
-from aiplatform_dagster.rag.ingest.source_folder import Snapshot, diff_snapshots, snapshot_folder
+from aiplatform_dagster.rag.index.releases import CURRENT
+from aiplatform_dagster.rag.index.segments import CorruptIndexError
+from aiplatform_dagster.rag.ingest.source_folder import (
+    Snapshot,
+    already_ingested,
+    diff_snapshots,
+    snapshot_folder,
+)
 
 SENSOR_NAME = "new_documents_sensor"
 MAX_ATTEMPTS = 3
@@ -17,6 +30,13 @@ MAX_ATTEMPTS = 3
 # The tags Dagster puts on every run a sensor requests (dagster._core.storage.tags).
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 @dataclass(frozen=True)
@@ -65,20 +85,30 @@ def new_documents_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     """Requests an ingestion run when files are added, changed or removed.
 
-    The cursor moves to a folder state only once a run ingesting it succeeded: while the
-    last run is queued or running nothing new is requested; a failed or canceled run's
-    change is requested again (with anything changed since), up to MAX_ATTEMPTS times.
+    The cursor moves to a folder state only once a run ingesting it succeeded, or once the
+    current release is found to hold it already (a run started from the UI). While any build
+    is queued or running nothing new is requested; a failed or canceled run's change is
+    requested again (with anything changed since), up to MAX_ATTEMPTS times.
     """
-    folder = platform.settings().paths.documents_dir
+    settings = platform.settings()
+    folder = settings.paths.documents_dir
     if not folder.is_dir():
         return dg.SkipReason(f"Document folder {folder} does not exist")
-    cursor = DocumentsCursor.parse(context.cursor)
-    last_run = _requested_run(context.instance, cursor.requested)
-    if last_run is not None and not last_run.is_finished:
+    repository = platform.repository()
+    release_id = repository.pointer(CURRENT)
+    if release_id is None:
         return dg.SkipReason(
-            f"Waiting for run {last_run.run_id} ({last_run.status.value}) to finish "
+            f"No index release under {repository.root} yet: materialise the ingestion group "
+            "once (Materialize all, or make ingest); from then on this sensor keeps it current"
+        )
+    building = _unfinished_build(context.instance)
+    if building is not None:
+        return dg.SkipReason(
+            f"Waiting for run {building.run_id} ({building.status.value}) to finish "
             "before looking for more changes"
         )
+    cursor = DocumentsCursor.parse(context.cursor)
+    last_run = _requested_run(context.instance, cursor.requested)
     if last_run is not None and last_run.is_success:
         cursor = replace(cursor, ingested=cursor.requested.snapshot, requested=None)
     current = snapshot_folder(folder)
@@ -87,6 +117,16 @@ def new_documents_sensor(
         return dg.SensorResult(
             skip_reason=f"No changes under {folder}",
             cursor=replace(cursor, requested=None).dump(),
+        )
+    try:
+        held = {doc.doc_id: doc.content_hash for doc in repository.open(release_id).documents}
+    except CorruptIndexError as error:
+        context.log.warning(f"Cannot read the current release, so rebuilding: {error}")
+        held = {}
+    if already_ingested(folder, changes, current, held, settings.ingest.max_file_bytes):
+        return dg.SensorResult(
+            skip_reason=f"The current release {release_id} already holds {folder} as it is",
+            cursor=replace(cursor, ingested=current, requested=None).dump(),
         )
     retried = (
         cursor.requested if cursor.requested and cursor.requested.snapshot == current else None
@@ -111,6 +151,16 @@ def new_documents_sensor(
         run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
         cursor=replace(cursor, seq=seq, requested=Requested(run_key, current, attempt)).dump(),
     )
+
+
+def _unfinished_build(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
+    """A queued or running run that will move ``current`` (from this sensor, the schedule or
+    the UI), which a build started now would race."""
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
+        selection = run.asset_selection or frozenset()
+        if run.job_name == ingestion_job.name or current_release.key in selection:
+            return run
+    return None
 
 
 def _requested_run(

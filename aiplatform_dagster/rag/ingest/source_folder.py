@@ -1,9 +1,15 @@
 """Snapshots of a document folder, so a sensor can tell what was added, changed or removed."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiplatform_dagster.rag.ingest.documents import doc_id_for, iter_candidate_files
+from aiplatform_dagster.rag.ingest.documents import (
+    DocumentError,
+    doc_id_for,
+    iter_candidate_files,
+    read_document,
+)
 
 Snapshot = dict[str, str]
 """doc id -> a fingerprint of the file (modification time and size)."""
@@ -46,3 +52,42 @@ def diff_snapshots(previous: Snapshot, current: Snapshot) -> FolderChanges:
         ),
         removed=tuple(sorted(previous.keys() - current.keys())),
     )
+
+
+def already_ingested(
+    folder: Path,
+    changes: FolderChanges,
+    current: Snapshot,
+    held: Mapping[str, str],
+    max_file_bytes: int,
+) -> bool:
+    """Whether a release holding ``held`` (doc id -> content hash) already has the folder as it
+    is now although its snapshot changed: a run started from the UI ingested it, or files were
+    touched without an edit.
+
+    Only the changed files are read (as ingestion reads them: a file it would skip must not be
+    held); files the snapshot did not see change are taken to be held as they were.
+    """
+    if not held.keys() <= current.keys() or any(doc_id in held for doc_id in changes.removed):
+        return False
+    for doc_id in current.keys() - held.keys() - {*changes.added, *changes.changed}:
+        if _ingestible(folder, doc_id, max_file_bytes):
+            return False
+    for doc_id in (*changes.added, *changes.changed):
+        try:
+            document = read_document(folder, folder / doc_id, max_file_bytes)
+        except DocumentError:
+            if doc_id in held:
+                return False
+            continue
+        if held.get(doc_id) != document.content_hash:
+            return False
+    return True
+
+
+def _ingestible(folder: Path, doc_id: str, max_file_bytes: int) -> bool:
+    try:
+        read_document(folder, folder / doc_id, max_file_bytes)
+    except DocumentError:
+        return False
+    return True
