@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export AIPLATFORM_STORAGE_DIR ?= $(CURDIR)/storage
 
-.PHONY: install dev test lint format bench ingest clean
+.PHONY: install dev test lint format bench ingest screenshots clean
 
 install: $(STAMP)
 
@@ -47,8 +47,18 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Re-run the browser test of the Dagster UI and refresh the README tour's screenshots from it.
+SCREENSHOTS := aiplatform_dagster_tests/ui/screenshots
+TOUR := 01-lineage 02-run-logs 03-source-documents 04-document-chunks 05-chunk-embeddings \
+	06-embedding-checks 07-index-release 08-evaluation 09-sensor-run 10-evaluation-plots \
+	11-automation 12-new-documents-sensor
+screenshots: install
+	$(BIN)/pytest -q aiplatform_dagster_tests/ui
+	mkdir -p $(SCREENSHOTS)
+	for shot in $(TOUR); do cp test-artifacts/ui/$$shot.png $(SCREENSHOTS)/; done
+
 bench: install
 	$(BIN)/python -m aiplatform_dagster.benchmarks $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(DAGSTER_HOME) $(AIPLATFORM_STORAGE_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DAGSTER_HOME) $(AIPLATFORM_STORAGE_DIR) .pytest_cache .ruff_cache test-artifacts

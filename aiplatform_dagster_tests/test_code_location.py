@@ -2,8 +2,6 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,9 +13,8 @@ import pytest
 
 from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.defs.compute import POOL_TAG
+from aiplatform_dagster_tests.dagster_dev import BIN, PROJECT_ROOT, dagster_dev, instance_home
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 INGESTION_ASSETS = {
     "source_documents",
     "document_chunks",
@@ -103,12 +100,6 @@ def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
     assert "Validation successful" in result.stdout + result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 ASSETS_QUERY = """
 { repositoriesOrError { ... on RepositoryConnection { nodes {
     location { name }
@@ -121,22 +112,13 @@ ASSETS_QUERY = """
 
 @pytest.mark.slow
 def test_dagster_dev_serves_the_asset_graph_sensor_and_schedule(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AIPLATFORM_STORAGE_DIR": str(tmp_path)}
-    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    server = subprocess.Popen(
-        [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # dagster dev ignores SIGTERM to its parent alone
-    )  # fmt: skip
-    try:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(instance_home(tmp_path / "home")),
+        "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    with dagster_dev(["-w", "workspace.yaml"], env) as port:
         repository = _wait_for_repository(port, deadline=time.monotonic() + 180)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
     assert repository["location"]["name"] == "aiplatform_dagster"
     assets = {"/".join(n["assetKey"]["path"]): n["groupName"] for n in repository["assetNodes"]}
     assert {k for k, group in assets.items() if group == "ingestion"} == INGESTION_ASSETS

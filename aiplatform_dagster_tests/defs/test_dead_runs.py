@@ -7,13 +7,10 @@ dagster.yaml: the CLI (`make ingest`: no daemon, the maintenance step cleans up)
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import dagster as dg
 import pytest
@@ -21,20 +18,20 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 from aiplatform_dagster.defs.maintenance import FINISHED, POOL_LIMITS, apply_pool_limits
+from aiplatform_dagster_tests.dagster_dev import (
+    BIN,
+    PROJECT_ROOT,
+    dagster_dev,
+    instance_home,
+    wait_until,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 POOLED_DEFS = Path(__file__).with_name("pooled_defs.py")
-T = TypeVar("T")
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    """A DAGSTER_HOME holding the project's dagster.yaml."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-    return home
+    return instance_home(tmp_path / "dagster_home")
 
 
 @pytest.fixture
@@ -45,15 +42,6 @@ def instance(home: Path) -> Iterator[dg.DagsterInstance]:
 
 def dagster_env(home: Path) -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(home), "AIPLATFORM_TEST_MARKER": str(home / "pid")}
-
-
-def wait_until(condition: Callable[[], T], seconds: float, what: str) -> T:
-    deadline = time.monotonic() + seconds
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds:.0f} s")
-        time.sleep(0.5)
-    return result
 
 
 def held_slots(instance: dg.DagsterInstance) -> list[str]:
@@ -127,12 +115,6 @@ def test_a_killed_cli_run_frees_its_slot_for_the_next(home: Path) -> None:
     assert follower.returncode == 0, follower.stderr[-3000:]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def submit(client: DagsterGraphQLClient, job_name: str) -> str | None:
     try:
         return client.submit_job_execution(job_name)
@@ -145,13 +127,7 @@ def test_under_dagster_dev_a_killed_run_frees_its_slot_for_the_next(home: Path) 
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = 5  # the project's 30 s, shortened
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    server = subprocess.Popen(
-        [BIN / "dagster", "dev", "-f", str(POOLED_DEFS), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=home, env=dagster_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,  # dagster dev ignores SIGTERM to its parent alone
-    )  # fmt: skip
-    try:
+    with dagster_dev(["-f", str(POOLED_DEFS)], dagster_env(home), cwd=home) as port:
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=30)
         killed = wait_until(lambda: submit(client, "blocker_job"), 120, "dagster dev serving")
         wait_until((home / "pid").exists, 60, "the blocking step starting")
@@ -166,9 +142,3 @@ def test_under_dagster_dev_a_killed_run_frees_its_slot_for_the_next(home: Path) 
         )
         assert status == dg.DagsterRunStatus.SUCCESS
         assert client.get_run_status(killed) == dg.DagsterRunStatus.FAILURE
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)

@@ -79,6 +79,9 @@ class DocumentsCursor:
     job=ingestion_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s: one ingestion_job run per change to the documents folder (files "
+    "added, edited or removed), retried up to 3 times if it fails. Waits while any build runs; "
+    "never makes the first release.",
 )
 def new_documents_sensor(
     context: dg.SensorEvaluationContext, platform: PlatformResource

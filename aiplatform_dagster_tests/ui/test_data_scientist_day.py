@@ -1,0 +1,270 @@
+"""A data scientist's day in the Dagster web UI, in a real browser.
+
+`dagster dev` (webserver and daemon) runs on loopback with a fresh DAGSTER_HOME, a fresh storage
+folder and a copy of the sample corpus, prepared as `make dev` prepares them; Debian's Chromium,
+driven by Playwright, clicks and types through it as a person would. Each step saves a
+screenshot under ``test-artifacts/ui/`` (``AIPLATFORM_TEST_ARTIFACTS`` moves it); `make
+screenshots` copies them to the README's tour.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
+from aiplatform_dagster_tests.dagster_dev import (
+    BIN,
+    PROJECT_ROOT,
+    dagster_dev,
+    instance_home,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path(os.environ.get("AIPLATFORM_TEST_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(os.environ.get("AIPLATFORM_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
+SHOTS = ARTIFACTS / "ui"
+RUN_SECONDS = 420
+"""Longest wait for one run: the first build loads the model in every step process."""
+
+BINARY_FILE = "contracts/scanned_contract.txt"
+NEW_DOCUMENT = "operations/quarterly_failover_drill.md"
+NEW_DOCUMENT_TEXT = """# Quarterly failover drill
+
+Every quarter the platform team runs the BLUEHERON failover drill: the primary region is
+drained, traffic moves to the standby region, and the query API must keep answering within
+its p95 latency objective. The drill ends with a written review within five working days.
+"""
+
+
+class DagsterUI:
+    """The pages a user visits, reached by clicking as a user does."""
+
+    def __init__(self, page: Page, shots: Path) -> None:
+        self.page = page
+        self.shots = shots
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=self.shots / f"{name}.png")
+
+    def nav(self, name: str) -> None:
+        """Click an entry of the left navigation (other links share its names)."""
+        self.page.locator("a[class*=MainNavigation_link]", has_text=name).click()
+
+    def open_asset(self, key: str) -> None:
+        self.nav("Catalog")
+        self.page.get_by_role("link", name=re.compile(rf"^{key}\b")).first.click()
+        expect(self.page).to_have_url(re.compile(rf"/assets/{key}"))
+
+    def wait_for_run_end(self) -> str:
+        """On a run's page: wait until it ends; return Success, Failure or Canceled."""
+        status = self.page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
+        expect(status).to_be_visible(timeout=RUN_SECONDS * 1000)
+        return status.inner_text()
+
+
+@pytest.fixture
+def documents(tmp_path: Path) -> Path:
+    """The sample corpus, and a scan saved with a text extension that ingestion must skip."""
+    folder = tmp_path / "documents"
+    shutil.copytree(SAMPLE_CORPUS_DIR, folder)
+    (folder / BINARY_FILE).parent.mkdir()
+    (folder / BINARY_FILE).write_bytes(b"%PDF-1.4\x00\x01\x02 scanned pages")
+    return folder
+
+
+@pytest.fixture
+def env(tmp_path: Path, documents: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(instance_home(tmp_path / "dagster_home")),
+        "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
+        "AIPLATFORM_DOCUMENTS_DIR": str(documents),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
+@pytest.fixture
+def dagster_url(env: dict[str, str]) -> Iterator[str]:
+    """`make dev`'s steps: the maintenance pass (pool limits), then `dagster dev`."""
+    subprocess.run(
+        [sys.executable, "-m", "aiplatform_dagster.defs.maintenance"],
+        cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with (
+        open(SHOTS / "dagster_dev.log", "wb") as log,
+        dagster_dev(["-w", "workspace.yaml"], env, output=log) as port,
+    ):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (CI's .ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def ui(browser: Browser, dagster_url: str) -> Iterator[DagsterUI]:
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    expect.set_options(timeout=30_000)
+    wait_until(lambda: _serves(page, dagster_url), 180, "the Dagster UI serving the location")
+    yield DagsterUI(page, SHOTS)
+    page.close()
+
+
+def _serves(page: Page, url: str) -> bool:
+    try:
+        page.goto(url, timeout=10_000)
+    except Exception:  # connection refused while dagster dev starts
+        return False
+    return True
+
+
+def test_a_data_scientists_day_in_the_dagster_ui(
+    ui: DagsterUI, documents: Path, env: dict[str, str]
+) -> None:
+    page = ui.page
+
+    # A fresh browser is first asked to join the community.
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Join the Dagster community", timeout=120_000)
+    ui.shot("00-community-dialog")
+    dialog.get_by_role("button", name="Skip").click()
+    expect(dialog).to_be_hidden()
+
+    # The lineage: both groups, every group unfolded, the index release between them.
+    ui.nav("Lineage")
+    page.locator("[aria-label=settings]").last.click()
+    page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
+    page.keyboard.press("Escape")
+    for name in ("ingestion", "evaluation", "index_release", "current_release", "retrieval_eval"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    ui.shot("01-lineage")
+
+    # Materialise the ingestion group, follow the run, read its logs.
+    page.locator(".CodeMirror").first.click()
+    page.keyboard.type("group:ingestion")
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("source_documents", exact=True).first).to_be_visible()
+    expect(page.get_by_text("retrieval_eval", exact=True)).to_have_count(0)
+    page.get_by_role("button", name="Materialize all").click()
+    page.get_by_role("link", name="View", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    assert ui.wait_for_run_end() == "Success"
+    page.get_by_placeholder(re.compile("^Filter")).fill("Embedded")
+    expect(page.get_by_text(re.compile(r"^Embedded \d+/\d+ new chunks$")).first).to_be_visible()
+    ui.shot("02-run-logs")
+
+    # Asset pages: skipped files, the chunk-length histogram, computed vs reused vectors,
+    # the compute pool, checks, and the release with its manifest.
+    ui.open_asset("source_documents")
+    expect(page.get_by_text(BINARY_FILE)).to_be_visible()
+    expect(page.get_by_text(re.compile("binary content"))).to_be_visible()
+    ui.shot("03-source-documents")
+
+    ui.open_asset("document_chunks")
+    page.get_by_placeholder("Filter metadata keys").fill("chunk")
+    expect(page.get_by_text("chunk_length_histogram")).to_be_visible()
+    expect(page.get_by_text(re.compile("█")).first).to_be_visible()
+    ui.shot("04-document-chunks")
+
+    ui.open_asset("chunk_embeddings")
+    for key in ("computed", "copied", "kept"):
+        expect(page.get_by_role("cell", name=key, exact=True)).to_be_visible()
+    page.get_by_text("Compute details").click()
+    expect(page.locator("a[href$='/concurrency/gpu']")).to_be_visible()  # its pool
+    ui.shot("05-chunk-embeddings")
+    page.get_by_role("tab", name="Checks").click()
+    expect(page.get_by_text("embeddings_are_valid").first).to_be_visible()
+    expect(page.get_by_text("Passed").first).to_be_visible()
+    ui.shot("06-embedding-checks")
+
+    ui.open_asset("index_release")
+    for key in ("release_id", "predecessor", "segments", "manifest"):
+        expect(page.get_by_role("cell", name=key, exact=True)).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^r\d{8}T\d{9}-[0-9a-f]{6}$")).first).to_be_visible()
+    ui.shot("07-index-release")
+
+    # The new release is evaluated on its own (declarative automation): its scores, per mode.
+    ui.open_asset("retrieval_eval")
+    page.get_by_role("tab", name="Events").click()
+    _wait_for_materialisations(ui, count=1)
+    page.get_by_role("tab", name="Overview").click()
+    page.get_by_placeholder("Filter metadata keys").fill("summary")
+    for mode in ("bm25", "dense", "hybrid", "routed"):
+        expect(page.get_by_role("cell", name=mode, exact=True)).to_be_visible()
+    ui.shot("08-evaluation")
+
+    # A new document: the sensor starts a run that ingests it, and search finds it.
+    (documents / NEW_DOCUMENT).write_text(NEW_DOCUMENT_TEXT)
+    ui.nav("Runs")
+    launched_by_sensor = page.get_by_text("new_documents_sensor", exact=True)
+    expect(launched_by_sensor.first).to_be_visible(timeout=180_000)
+    view = page.get_by_role("link", name="View", exact=True)
+    page.locator("div").filter(has=launched_by_sensor).filter(has=view).last.get_by_role(
+        "link", name="View", exact=True
+    ).click()
+    assert ui.wait_for_run_end() == "Success"
+    ui.shot("09-sensor-run")
+    search = subprocess.run(
+        [BIN / "aiplatform", "search", "BLUEHERON failover drill", "-k", "3"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert search.returncode == 0, search.stderr
+    assert NEW_DOCUMENT in search.stdout.split("\n 2.")[0], search.stdout
+
+    # Evaluation over time: retrieval_eval re-ran for the new release; two points per plot.
+    ui.open_asset("retrieval_eval")
+    page.get_by_role("tab", name="Events").click()
+    _wait_for_materialisations(ui, count=2)
+    page.get_by_role("tab", name="Overview").click()
+    page.get_by_role("button", name="Plots").click()
+    chart = page.get_by_text("golden/hybrid/ndcg@10", exact=True)
+    chart.scroll_into_view_if_needed()
+    expect(chart).to_be_visible()
+    ui.shot("10-evaluation-plots")
+
+    # Automation: the sensors and the schedule, with what each does.
+    ui.nav("Automation")
+    for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh"):
+        expect(page.get_by_role("link", name=re.compile(name))).to_be_visible()
+    ui.shot("11-automation")
+    page.get_by_role("link", name=re.compile("new_documents_sensor")).click()
+    expect(page.get_by_text(re.compile("one ingestion_job run per change"))).to_be_visible()
+    ui.shot("12-new-documents-sensor")
+
+
+def _wait_for_materialisations(ui: DagsterUI, count: int) -> None:
+    """The Events tab lists one entry per materialisation, each headed by its time (the
+    selected one's time is repeated in a span); reload until ``count`` are listed."""
+    stamp = re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")
+    last = ui.page.get_by_text(stamp).and_(ui.page.locator("div")).nth(count - 1)
+
+    def listed() -> bool:
+        try:
+            expect(last).to_be_visible(timeout=15_000)
+        except AssertionError:
+            ui.page.reload()
+            return False
+        return True
+
+    wait_until(listed, RUN_SECONDS, f"{count} materialisations of retrieval_eval")
