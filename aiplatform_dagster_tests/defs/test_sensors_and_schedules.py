@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,12 +218,50 @@ def test_an_edit_the_current_release_lacks_is_requested(sensor: Sensor, corpus_d
     assert sensor.tick_one().tags["aiplatform/changes"] == "3 added, 0 changed, 0 removed"
 
 
-def test_a_cursor_from_the_previous_version_counts_as_ingested(
+@pytest.mark.parametrize("version", ["plain snapshot", "snapshots inline"])
+def test_a_cursor_from_an_earlier_version_counts_as_ingested(
+    sensor: Sensor, corpus_dir: Path, version: str
+) -> None:
+    """Earlier cursors held whole snapshots; upgrading must not re-ingest or crash."""
+    snapshot = snapshot_folder(corpus_dir)
+    if version == "plain snapshot":
+        sensor.cursor = json.dumps(snapshot)
+    else:
+        requested = {"run_key": "1-abc", "snapshot": snapshot, "attempt": 1}
+        sensor.cursor = json.dumps({"seq": 1, "ingested": {}, "requested": requested})
+        sensor.launch(dg.RunRequest(run_key="1-abc"), Status.SUCCESS)
+    assert sensor.tick()[0] == []
+    write_corpus(corpus_dir, {"guides/new.md": "# New\n\nFresh document."})
+    assert sensor.tick_one().tags["aiplatform/changes"] == "1 added, 0 changed, 0 removed"
+
+
+def test_the_cursor_stays_small_however_many_files_the_folder_holds(
     sensor: Sensor, corpus_dir: Path
 ) -> None:
-    """The old cursor was the plain snapshot; upgrading must not re-ingest or crash."""
-    sensor.cursor = json.dumps(snapshot_folder(corpus_dir))
+    """Dagster stores the cursor with every tick: it holds digests, the snapshots are files."""
+    write_corpus(corpus_dir, {f"bulk/note-{i:04}.md": f"Note {i}." for i in range(2_000)})
+    sensor.launch(sensor.tick_one(), Status.SUCCESS)
+    for i in range(3):
+        write_corpus(corpus_dir, {f"guides/new-{i}.md": "# New\n\nFresh document."})
+        sensor.launch(sensor.tick_one(), Status.SUCCESS)
     assert sensor.tick()[0] == []
+    assert len(sensor.cursor) < 300, sensor.cursor
+    stored = list((sensor.storage / "sensors" / "new_documents_sensor").glob("*.json"))
+    assert len(stored) == 1, "snapshots the cursor no longer names are deleted"
+
+
+def test_lost_snapshots_fall_back_to_the_current_release(sensor: Sensor, corpus_dir: Path) -> None:
+    """A replaced storage folder loses the snapshots: what the release holds decides."""
+    sensor.launch(sensor.tick_one(), Status.SUCCESS)
+    assert sensor.tick()[0] == []
+    shutil.rmtree(sensor.storage / "sensors")
+    publish(sensor.storage, SMALL_CORPUS)
+    requests, skip = sensor.tick()
+    assert requests == [] and "already holds" in skip
+
+    shutil.rmtree(sensor.storage / "sensors")
+    publish(sensor.storage, {"older.md": "An older corpus."})
+    assert sensor.tick_one().tags["aiplatform/changes"] == "3 added, 0 changed, 0 removed"
 
 
 def test_missing_folder_skips_with_a_reason(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ folder is deliberate: ``make ingest``, ``make dev`` or *Materialize all*), and i
 build while another run is building one, whoever started it.
 """
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import dagster as dg
 
@@ -17,7 +17,7 @@ from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag.index.releases import CURRENT
 from aiplatform_dagster.rag.index.segments import CorruptIndexError
 from aiplatform_dagster.rag.ingest.source_folder import (
-    Snapshot,
+    SnapshotStore,
     already_ingested,
     diff_snapshots,
     snapshot_folder,
@@ -44,7 +44,7 @@ class Requested:
     """The last run requested: its key, the folder state it ingests, and which try it is."""
 
     run_key: str
-    snapshot: Snapshot
+    snapshot: str
     attempt: int
 
 
@@ -52,26 +52,40 @@ class Requested:
 class DocumentsCursor:
     """What is known to be ingested, and the request whose outcome is still to be seen.
 
-    ``seq`` counts requests, so run keys never repeat even when the folder returns to an
-    earlier state (a repeated key would make Dagster drop the run).
+    Folder states are digests of snapshots kept in a ``SnapshotStore``, so the cursor stays a
+    few hundred bytes however many files the folder holds. ``seq`` counts requests, so run
+    keys never repeat even when the folder returns to an earlier state (a repeated key would
+    make Dagster drop the run).
     """
 
     seq: int = 0
-    ingested: Snapshot = field(default_factory=dict)
+    ingested: str | None = None
     requested: Requested | None = None
 
     @classmethod
-    def parse(cls, text: str | None) -> "DocumentsCursor":
+    def parse(cls, text: str | None, store: SnapshotStore) -> "DocumentsCursor":
+        """Read a cursor; earlier versions held whole snapshots, which are moved to ``store``."""
         if not text:
             return cls()
         data = json.loads(text)
-        if "seq" not in data:  # the previous version's cursor: the plain snapshot requested
-            return cls(ingested=data)
+        if "seq" not in data:  # the first version: the plain snapshot requested
+            return cls(ingested=store.save(data))
         requested = data["requested"]
-        return cls(data["seq"], data["ingested"], Requested(**requested) if requested else None)
+        if requested:
+            requested = Requested(
+                **{**requested, "snapshot": _digest(requested["snapshot"], store)}
+            )
+        return cls(data["seq"], _digest(data["ingested"], store), requested)
 
-    def dump(self) -> str:
+    def dump(self, store: SnapshotStore) -> str:
+        """The cursor text; snapshots it no longer names are deleted from ``store``."""
+        store.keep(d for d in (self.ingested, self.requested and self.requested.snapshot) if d)
         return json.dumps(asdict(self), sort_keys=True)
+
+
+def _digest(state: Any, store: SnapshotStore) -> str | None:
+    """A cursor's folder state as a digest (the second version held the snapshot itself)."""
+    return store.save(state) if isinstance(state, dict) else state
 
 
 @dg.sensor(
@@ -110,17 +124,23 @@ def new_documents_sensor(
             f"Waiting for run {building.run_id} ({building.status.value}) to finish "
             "before looking for more changes"
         )
-    cursor = DocumentsCursor.parse(context.cursor)
+    store = SnapshotStore(settings.paths.storage_dir / "sensors" / SENSOR_NAME)
+    cursor = DocumentsCursor.parse(context.cursor, store)
     last_run = _requested_run(context.instance, cursor.requested)
     if last_run is not None and last_run.is_success:
         cursor = replace(cursor, ingested=cursor.requested.snapshot, requested=None)
+    ingested = store.load(cursor.ingested)
+    if ingested is None:
+        context.log.warning(f"Snapshot {cursor.ingested} is gone; comparing with the release")
+        ingested = {}
     current = snapshot_folder(folder)
-    changes = diff_snapshots(cursor.ingested, current)
+    changes = diff_snapshots(ingested, current)
     if not changes:
         return dg.SensorResult(
             skip_reason=f"No changes under {folder}",
-            cursor=replace(cursor, requested=None).dump(),
+            cursor=replace(cursor, requested=None).dump(store),
         )
+    state = store.save(current)
     try:
         held = {doc.doc_id: doc.content_hash for doc in repository.open(release_id).documents}
     except CorruptIndexError as error:
@@ -129,11 +149,9 @@ def new_documents_sensor(
     if already_ingested(folder, changes, current, held, settings.ingest.max_file_bytes):
         return dg.SensorResult(
             skip_reason=f"The current release {release_id} already holds {folder} as it is",
-            cursor=replace(cursor, ingested=current, requested=None).dump(),
+            cursor=replace(cursor, ingested=state, requested=None).dump(store),
         )
-    retried = (
-        cursor.requested if cursor.requested and cursor.requested.snapshot == current else None
-    )
+    retried = cursor.requested if cursor.requested and cursor.requested.snapshot == state else None
     attempt = retried.attempt + 1 if retried else 1
     if attempt > MAX_ATTEMPTS:
         name = last_run.run_id if last_run else f"with run key {retried.run_key}"
@@ -142,7 +160,7 @@ def new_documents_sensor(
             f"its logs show, or change a document under {folder} to try again"
         )
     seq = (cursor.seq or _runs_so_far(context.instance)) + 1
-    run_key = f"{seq}-{_digest(current)}"
+    run_key = f"{seq}-{state[:12]}"
     tags = {
         "aiplatform/trigger": SENSOR_NAME,
         "aiplatform/changes": changes.summary(),
@@ -152,7 +170,7 @@ def new_documents_sensor(
         tags["aiplatform/retry_of"] = last_run.run_id
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
-        cursor=replace(cursor, seq=seq, requested=Requested(run_key, current, attempt)).dump(),
+        cursor=replace(cursor, seq=seq, requested=Requested(run_key, state, attempt)).dump(store),
     )
 
 
@@ -180,7 +198,3 @@ def _requested_run(
 def _runs_so_far(instance: dg.DagsterInstance) -> int:
     """Where a fresh (or reset) cursor starts counting, so it repeats no earlier run key."""
     return instance.get_runs_count(filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: SENSOR_NAME}))
-
-
-def _digest(snapshot: Snapshot) -> str:
-    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,6 +1,10 @@
 """Snapshots of a document folder, so a sensor can tell what was added, changed or removed."""
 
-from collections.abc import Mapping
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +45,46 @@ def snapshot_folder(folder: Path) -> Snapshot:
             continue
         snapshot[doc_id_for(folder, path)] = f"{stat.st_mtime_ns}:{stat.st_size}"
     return snapshot
+
+
+def snapshot_digest(snapshot: Snapshot) -> str:
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
+
+
+class SnapshotStore:
+    """Snapshots kept as files named by their digest, so a sensor's cursor holds a digest, not
+    an entry per file: Dagster stores the cursor with every tick, twice a minute."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, snapshot: Snapshot) -> str:
+        """Store ``snapshot`` (once per distinct state) and return its digest."""
+        digest = snapshot_digest(snapshot)
+        path = self.root / f"{digest}.json"
+        if not path.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            pending = self.root / f".{digest}.{uuid.uuid4().hex}.tmp"
+            pending.write_text(json.dumps(snapshot, sort_keys=True), "utf-8")
+            os.replace(pending, path)
+        return digest
+
+    def load(self, digest: str | None) -> Snapshot | None:
+        """The snapshot stored under ``digest`` ({} for None); None when its file is gone or
+        unreadable (the storage folder was replaced), so the caller knows it knows nothing."""
+        if digest is None:
+            return {}
+        try:
+            return json.loads((self.root / f"{digest}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def keep(self, digests: Iterable[str]) -> None:
+        """Delete every stored snapshot but ``digests``."""
+        wanted = {f"{digest}.json" for digest in digests}
+        for path in self.root.glob("*.json"):
+            if path.name not in wanted:
+                path.unlink(missing_ok=True)
 
 
 def diff_snapshots(previous: Snapshot, current: Snapshot) -> FolderChanges:
