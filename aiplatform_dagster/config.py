@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError
@@ -189,6 +189,45 @@ class QuerySettings(Section):
     )
 
 
+class MlflowSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_MLFLOW_"
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking server or store (unset: SQLite in the storage folder).",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where new experiments keep artifacts, e.g. wasbs://… (unset: storage folder).",
+    )
+    experiment: str = Field(default="aiplatform", description="Experiment of the platform's runs.")
+    ui_url: str | None = Field(
+        default=None,
+        description="MLflow UI for links in Dagster (unset: the tracking URI when it is http(s), "
+        "else http://127.0.0.1:5000, which make dev serves).",
+    )
+
+
+class MonitoringSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_MONITORING_"
+    query_log: bool = Field(default=True, description="Record each query's features for drift.")
+    query_log_dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN of the query log (unset: Parquet in the storage folder).",
+    )
+    ks_pvalue: float = Field(
+        default=0.01, gt=0, lt=1, description="A feature drifts when its KS p-value is below."
+    )
+    psi_threshold: float = Field(
+        default=0.2, gt=0, description="A feature drifts when its PSI is above."
+    )
+    embedding_threshold: float = Field(
+        default=0.2, gt=0, description="Embeddings drift when their PSI is above."
+    )
+    retrain_cooldown_h: float = Field(
+        default=24.0, ge=0, description="Hours between retraining runs the drift sensor asks for."
+    )
+
+
 class Settings(BaseModel):
     """Everything the platform reads, grouped by what it configures."""
 
@@ -204,6 +243,8 @@ class Settings(BaseModel):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
         """A copy with fields of named sections replaced, validated like the environment."""
@@ -289,6 +330,10 @@ def _validated(values: dict[str, dict[str, Any]], source: str) -> Settings:
     return Settings(**built)
 
 
+def _is_secret(field: FieldInfo) -> bool:
+    return SecretStr in (field.annotation, *get_args(field.annotation))
+
+
 def _input_key(field: FieldInfo, name: str) -> str:
     return field.alias or name
 
@@ -307,7 +352,7 @@ def _explain(
                 section.variable(field_name) if source == "environment" else f"{name}.{field_name}"
             )
             value = given.get(field_name, "<unset>")
-            shown = "<secret>" if "api_key" in field_name else repr(value)
+            shown = "<secret>" if _is_secret(section.model_fields[field_name]) else repr(value)
             problems.append(f"{variable}={shown}: {item['msg']}")
         else:
             problems.append(f"{field_name}: {item['msg']}")
@@ -329,7 +374,8 @@ def _read_profile(path: str | None) -> dict[str, dict[str, Any]]:
             f"{sorted(sections)}, got {sorted(profile) if isinstance(profile, dict) else profile!r}"
         )
     for name, values in profile.items():
-        secrets = [key for key in values or {} if "api_key" in key]
+        fields = sections[name].model_fields
+        secrets = [key for key in values or {} if key in fields and _is_secret(fields[key])]
         if secrets:
             raise ConfigError(
                 f"{PROFILE_VARIABLE}={path}: {name}.{secrets[0]} is a secret; set it in the "

@@ -90,9 +90,14 @@ def test_a_yaml_profile_sets_defaults_the_environment_overrides(tmp_path: Path) 
     assert settings.vectors.backend == "weaviate"
 
 
-def test_a_profile_holding_a_secret_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "secret",
+    ["llm: {api_key: sk-in-a-file}", "monitoring: {query_log_dsn: 'postgresql://u:pw@db/q'}"],
+)
+def test_a_profile_holding_a_secret_is_refused(tmp_path: Path, secret: str) -> None:
+    """Any SecretStr field is a secret, whatever its name (a DSN holds a password)."""
     profile = tmp_path / "leaky.yaml"
-    profile.write_text("llm: {api_key: sk-in-a-file}\n")
+    profile.write_text(secret + "\n")
     with pytest.raises(ConfigError, match="secret; set it in the environment"):
         load_settings({"AIPLATFORM_PROFILE": str(profile)})
 
