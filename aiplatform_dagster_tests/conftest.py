@@ -16,14 +16,12 @@ from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.retriever import Retriever
 from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
+from aiplatform_dagster_tests.mlflow_server import mlflow_server  # noqa: F401 (fixture)
+from aiplatform_dagster_tests.postgres import POSTGRES_ADMIN_DSN  # noqa: F401 (used by tests)
 
 REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 """The real Redis the tests use; each test keeps to its own key prefix and deletes it."""
 
-POSTGRES_ADMIN_DSN = os.environ.get(
-    "AIPLATFORM_TEST_POSTGRES_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-)
-"""The real PostgreSQL server; tests create their own database on it and drop it."""
 
 SMALL_CORPUS = {
     "runbooks/paging.md": (

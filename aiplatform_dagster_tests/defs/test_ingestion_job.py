@@ -1,6 +1,5 @@
 """The ingestion job, materialised in-process with the real definitions and real storage."""
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,9 @@ from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.documents import iter_candidate_files
 from aiplatform_dagster.rag.query.retriever import Retriever, SearchMode
-from aiplatform_dagster_tests.conftest import POSTGRES_ADMIN_DSN, write_corpus
+from aiplatform_dagster_tests.conftest import write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.postgres import temporary_database
 
 pytestmark = pytest.mark.slow
 
@@ -274,21 +274,9 @@ def test_an_openai_compatible_embedder_is_a_configuration_switch(
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database on the machine's server, dropped afterwards."""
-    import psycopg2
-
-    name = f"aiplatform_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(POSTGRES_ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
+    with temporary_database("aiplatform_test") as url:
         # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; dagster-postgres speaks psycopg2.
-        params = admin.get_dsn_parameters()
-        yield f"postgresql+psycopg2://{params['user']}@{params['host']}:{params['port']}/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
+        yield url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def test_runs_and_metadata_persist_in_a_postgresql_instance(

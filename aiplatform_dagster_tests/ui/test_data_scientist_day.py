@@ -250,6 +250,7 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     ui.shot("11-automation")
     page.get_by_role("link", name=re.compile("new_documents_sensor")).click()
     expect(page.get_by_text(re.compile("one ingestion_job run per change"))).to_be_visible()
+    expect(page.get_by_text(re.compile("^Loading ticks"))).to_have_count(0, timeout=60_000)
     ui.shot("12-new-documents-sensor")
 
 

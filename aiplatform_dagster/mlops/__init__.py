@@ -1,0 +1,1 @@
+"""MLOps: experiment tracking, the model registry, training, validation gates."""
