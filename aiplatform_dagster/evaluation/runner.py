@@ -59,6 +59,49 @@ class RetrievalEvalResult:
         return {mode: report.as_dict() for mode, report in self.reports.items()}
 
 
+@dataclass(frozen=True)
+class OpenBenchmark:
+    """Labelled queries of one split and the engine over the release they are judged on."""
+
+    name: str
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    engine: QueryEngine
+    warnings: tuple[str, ...] = ()
+
+
+def open_benchmark(
+    benchmark: Path | None,
+    split: str,
+    make_engine: EngineFactory,
+    embedder: Embedder,
+    benchmarks_root: Path,
+    chunking: ChunkingConfig | None = None,
+    embed_progress: EmbedProgress | None = None,
+) -> OpenBenchmark:
+    """The golden queries over the platform's current release (``benchmark`` None), or a BEIR
+    folder's split over that corpus's own release (ingested, or brought up to date)."""
+    if benchmark is None:
+        queries, qrels = load_judged_queries(GOLDEN_DIR, split)
+        return OpenBenchmark("golden", queries, qrels, make_engine(None))
+    folder = Path(benchmark)
+    dataset = load_beir(folder, split)
+    summary = ingest(
+        IndexRepository(Path(benchmarks_root) / folder.name),
+        beir_documents(dataset, folder),
+        embedder,
+        config=chunking or ChunkingConfig(),
+        progress=embed_progress,
+    )
+    return OpenBenchmark(
+        folder.name,
+        dataset.queries,
+        dataset.qrels,
+        make_engine(summary.release),
+        tuple(dataset.warnings),
+    )
+
+
 def run_retrieval_eval(
     request: RetrievalEvalRequest,
     make_engine: EngineFactory,
@@ -67,32 +110,24 @@ def run_retrieval_eval(
     embed_progress: EmbedProgress | None = None,
     query_progress: Progress | None = None,
 ) -> RetrievalEvalResult:
-    warnings: tuple[str, ...] = ()
-    if request.benchmark is None:
-        name = "golden"
-        queries, qrels = load_judged_queries(GOLDEN_DIR, request.split)
-        engine = make_engine(None)
-    else:
-        folder = Path(request.benchmark)
-        name = folder.name
-        dataset = load_beir(folder, request.split)
-        queries, qrels, warnings = dataset.queries, dataset.qrels, dataset.warnings
-        summary = ingest(
-            IndexRepository(Path(benchmarks_root) / name),
-            beir_documents(dataset, folder),
-            embedder,
-            config=request.chunking,
-            progress=embed_progress,
-        )
-        engine = make_engine(summary.release)
+    opened = open_benchmark(
+        request.benchmark,
+        request.split,
+        make_engine,
+        embedder,
+        benchmarks_root,
+        request.chunking,
+        embed_progress,
+    )
+    engine = opened.engine
     rankers, skipped = document_rankers(engine, request.modes, request.depth, request.options)
-    reports = evaluate_modes(rankers, queries, qrels, request.metrics, query_progress)
+    reports = evaluate_modes(rankers, opened.queries, opened.qrels, request.metrics, query_progress)
     return RetrievalEvalResult(
-        name,
-        len(queries),
+        opened.name,
+        len(opened.queries),
         reports,
         skipped,
         release_id=engine.retriever.release_id or "",
         embedder=engine.retriever.embedder_identity,
-        warnings=tuple(warnings),
+        warnings=opened.warnings,
     )
