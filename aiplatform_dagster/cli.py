@@ -236,6 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("--to", help="Release id to make current.")
     rollback.set_defaults(handler=_index_rollback)
+
+    model = commands.add_parser("model", help="Registered models and their aliases (MLflow).")
+    model_actions = model.add_subparsers(dest="action", required=True)
+    model_list = model_actions.add_parser("list", help="Models, aliases and recent moves.")
+    model_list.set_defaults(handler=_model_list)
+    promote = model_actions.add_parser(
+        "promote", help="Make VERSION staging, champion and production."
+    )
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True, help="Why; kept in the alias history.")
+    promote.set_defaults(handler=_model_promote)
+    model_rollback = model_actions.add_parser(
+        "rollback", help="Champion and production back to the previous champion."
+    )
+    model_rollback.add_argument("name")
+    model_rollback.add_argument("--reason", required=True, help="Why; kept in the alias history.")
+    model_rollback.set_defaults(handler=_model_rollback)
     return parser
 
 
@@ -298,6 +316,48 @@ def _index_rollback(args: argparse.Namespace, settings: Any) -> int:
     backend.point("current", release.release_id)
     print(f"current: {current.release_id} -> {release.release_id}")
     return 0
+
+
+def _registry(settings: Any) -> Any:
+    from aiplatform_dagster.mlops.registry import ModelRegistry
+    from aiplatform_dagster.mlops.tracking import mlflow_target
+
+    return ModelRegistry(mlflow_target(settings).client())
+
+
+def _model_list(args: argparse.Namespace, settings: Any) -> int:
+    registry = _registry(settings)
+    models = registry.models()
+    if not models:
+        print("no registered models (materialise the training group to train one)")
+    for name, aliases in models.items():
+        shown = ", ".join(f"{alias}=v{version}" for alias, version in aliases.items())
+        print(f"{name}: {shown or 'no aliases'}")
+        for move in registry.moves(name)[-5:]:
+            print(
+                f"  {move.at} {move.alias}: {move.from_version or '-'} -> {move.to_version} "
+                f"({move.kind.value} by {move.by}): {move.reason}"
+            )
+    return 0
+
+
+def _model_promote(args: argparse.Namespace, settings: Any) -> int:
+    moves = _registry(settings).promote(args.name, args.version, args.reason, _operator())
+    for move in moves:
+        print(f"{move.model}@{move.alias}: {move.from_version or '-'} -> {move.to_version}")
+    return 0
+
+
+def _model_rollback(args: argparse.Namespace, settings: Any) -> int:
+    for move in _registry(settings).rollback(args.name, args.reason, _operator()):
+        print(f"{move.model}@{move.alias}: {move.from_version} -> {move.to_version}")
+    return 0
+
+
+def _operator() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

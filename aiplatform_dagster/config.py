@@ -184,6 +184,10 @@ class QuerySettings(Section):
     semantic_min_words: int = Field(
         default=12, gt=0, description="Plain questions this long or longer go to dense search."
     )
+    router_model: str | None = Field(
+        default=None,
+        description="Trained router, e.g. models:/query_router@champion (unset: the rules above).",
+    )
     price_table: FilePath | None = Field(
         default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."
     )
@@ -200,6 +204,10 @@ class MlflowSettings(Section):
         description="Where new experiments keep artifacts, e.g. wasbs://… (unset: storage folder).",
     )
     experiment: str = Field(default="aiplatform", description="Experiment of the platform's runs.")
+    model_prefix: str = Field(
+        default="",
+        description="Prefix of registered model names, so environments can share one server.",
+    )
     ui_url: str | None = Field(
         default=None,
         description="MLflow UI for links in Dagster (unset: the tracking URI when it is http(s), "

@@ -5,6 +5,8 @@ from typing import Any
 
 import dagster as dg
 
+from aiplatform_dagster.rag.ingest.quality import QualityResult
+
 PREVIEW_ROWS = 10
 _CELL_CHARS = 80
 
@@ -47,3 +49,25 @@ def histogram(values: Sequence[int], bins: int = 8, width: int = 30) -> dg.Metad
         bar = "█" * round(width * count / top)
         lines.append(f"| {start}–{start + step - 1} | {count} | {bar} |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def quality_check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
+    """One Dagster check result from Great Expectations results: passes only if all do; each
+    expectation's outcome, count and examples are metadata."""
+    failed = [r for r in results if not r.success]
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(f"{r.name}: {r.description}" for r in failed)
+        or "all expectations met",
+        metadata={
+            r.name: dg.MetadataValue.json(
+                {
+                    "passed": r.success,
+                    "unexpected": r.unexpected_count,
+                    "examples": [str(e) for e in r.unexpected_examples],
+                }
+            )
+            for r in results
+        },
+    )

@@ -7,7 +7,9 @@ factory, so Dagster, the CLI and the API can never configure the query path diff
 """
 
 import os
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -18,6 +20,10 @@ from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.index.releases import IndexRepository, Release, Retention
 from aiplatform_dagster.rag.index.vector_backends import VectorBackend
 from aiplatform_dagster.rag.query.engine import QueryEngine
+
+if TYPE_CHECKING:  # mlflow loads in the steps that use it, not in every Dagster process
+    from aiplatform_dagster.mlops.registry import ModelRegistry
+    from aiplatform_dagster.mlops.tracking import MlflowTarget, TrackedRun
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -60,8 +66,50 @@ class PlatformResource(dg.ConfigurableResource):
         return factory.build_query_engine(self.settings(), release)
 
 
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow for the platform's assets: one MLflow run per materialisation, tagged with the
+    asset, partition, Dagster run, code version and dataset version that made it.
+
+    Not dagster-mlflow's op-level resource: that one keeps a process-wide active run and ends it
+    when any op finishes (dagster-io/dagster#21872); here each materialisation opens and closes
+    its own run through an explicit client.
+    """
+
+    platform: PlatformResource
+
+    def target(self) -> "MlflowTarget":
+        from aiplatform_dagster.mlops.tracking import mlflow_target
+
+        return mlflow_target(self.platform.settings())
+
+    def registry(self) -> "ModelRegistry":
+        from aiplatform_dagster.mlops.registry import ModelRegistry
+
+        return ModelRegistry(self.target().client())
+
+    @contextmanager
+    def run_for(
+        self, context: dg.AssetExecutionContext, dataset_version: str | None
+    ) -> Iterator["TrackedRun"]:
+        """The MLflow run of this materialisation; FAILED if the asset raises."""
+        from aiplatform_dagster.mlops.tracking import tracked_run
+
+        key = context.asset_key
+        tags = {
+            "dagster/asset_key": key.to_user_string(),
+            "dagster/run_id": context.run_id,
+            "dagster/partition": context.partition_key if context.has_partition_key else "",
+            "dagster/code_version": context.assets_def.code_versions_by_key.get(key) or "",
+            "aiplatform/dataset_version": dataset_version or "",
+        }
+        name = f"{key.to_user_string()}-{context.run_id[:8]}"
+        with tracked_run(self.target(), name, tags) as run:
+            yield run
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
+    platform = PlatformResource(profile=os.environ.get(PROFILE_VARIABLE))
     return dg.Definitions(
-        resources={"platform": PlatformResource(profile=os.environ.get(PROFILE_VARIABLE))}
+        resources={"platform": platform, "mlflow": MlflowResource(platform=platform)}
     )

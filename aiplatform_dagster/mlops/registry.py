@@ -117,7 +117,13 @@ class ModelRegistry:
     ) -> AliasMove:
         """Point ``alias`` at ``version`` and record the move."""
         previous = self.version(name, alias)
-        self.client.set_registered_model_alias(name, alias, version)
+        try:
+            self.client.set_registered_model_alias(name, alias, version)
+        except MlflowException as error:
+            raise RegistryError(
+                f"cannot point {name}@{alias} at version {version}: {error.message} "
+                f"(aiplatform model list shows the versions)"
+            ) from None
         move = AliasMove(
             model=name,
             alias=alias,

@@ -157,7 +157,11 @@ def routed_score(router: Router, frame: pd.DataFrame) -> float:
 
 def save_router(model: Pipeline, folder: Path) -> Path:
     """The MLflow sklearn model format, so any MLflow tool can load it too."""
-    mlflow.sklearn.save_model(model, str(folder))
+    import sklearn
+
+    # Stated, not inferred: inference imports the whole environment and pins torch too.
+    requirements = [f"scikit-learn=={sklearn.__version__}"]
+    mlflow.sklearn.save_model(model, str(folder), pip_requirements=requirements)
     return folder
 
 
@@ -173,4 +177,3 @@ def label_counts(frame: pd.DataFrame, split: str) -> dict[str, int]:
 def mode_means(frame: pd.DataFrame, split: str) -> dict[str, float]:
     rows = frame[frame["split"] == split]
     return {mode.value: float(rows[f"ndcg_{mode.value}"].mean()) for mode in MODES}
-

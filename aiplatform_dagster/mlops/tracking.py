@@ -28,6 +28,11 @@ class MlflowTarget:
     artifact_root: str
     experiment: str
     ui_url: str
+    model_prefix: str = ""
+
+    def model_name(self, name: str) -> str:
+        """The registered name of the platform's model ``name`` in this environment."""
+        return f"{self.model_prefix}{name}"
 
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -54,6 +59,7 @@ def mlflow_target(settings: Settings) -> MlflowTarget:
         artifact_root=configured.artifact_root or (home / "artifacts").as_uri(),
         experiment=configured.experiment,
         ui_url=ui_url.rstrip("/"),
+        model_prefix=configured.model_prefix,
     )
 
 

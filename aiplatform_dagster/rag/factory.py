@@ -21,7 +21,7 @@ from aiplatform_dagster.rag.query.cache import open_cache
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
 from aiplatform_dagster.rag.query.rerank import load_reranker
 from aiplatform_dagster.rag.query.retriever import FusionMethod, HybridConfig, Retriever
-from aiplatform_dagster.rag.query.router import RoutingRules, RuleRouter
+from aiplatform_dagster.rag.query.router import Router, RoutingRules, RuleRouter
 
 
 def build_embedder(settings: Settings) -> Embedder:
@@ -101,6 +101,28 @@ def price_table(settings: Settings) -> PriceTable:
     return PriceTable.from_json(path) if path else PriceTable()
 
 
+def rule_router(settings: Settings) -> RuleRouter:
+    return RuleRouter(
+        RoutingRules(
+            keyword_max_words=settings.query.keyword_max_words,
+            semantic_min_words=settings.query.semantic_min_words,
+        )
+    )
+
+
+def build_router(settings: Settings) -> Router:
+    """The trained router the registry alias names now, or the rules when none is configured.
+
+    A configured router that cannot be loaded is an error, never a silent fall-back to the rules.
+    """
+    if settings.query.router_model is None:
+        return rule_router(settings)
+    from aiplatform_dagster.mlops.serving import load_registered_router
+    from aiplatform_dagster.mlops.tracking import mlflow_target
+
+    return load_registered_router(mlflow_target(settings), settings.query.router_model)
+
+
 def build_query_engine(
     settings: Settings,
     release: Release | None = None,
@@ -120,12 +142,7 @@ def build_query_engine(
     return QueryEngine(
         Retriever.from_release(release, embedder, backend.open(release)),
         embedder.count_tokens,
-        router=RuleRouter(
-            RoutingRules(
-                keyword_max_words=settings.query.keyword_max_words,
-                semantic_min_words=settings.query.semantic_min_words,
-            )
-        ),
+        router=build_router(settings),
         defaults=query_options(settings),
         reranker=load_reranker(settings.reranker.model, settings.reranker.device),
         llm=llm.build_client() if llm.is_configured else None,

@@ -9,30 +9,11 @@ from aiplatform_dagster.defs.ingestion.assets import (
     index_release,
 )
 from aiplatform_dagster.defs.ingestion.builds import run_build
+from aiplatform_dagster.defs.metadata import quality_check_result
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.rag.index.verify import verify_release
-from aiplatform_dagster.rag.ingest.quality import QualityResult, check_chunks, check_embeddings
-
-
-def _check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
-    failed = [r for r in results if not r.success]
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(f"{r.name}: {r.description}" for r in failed)
-        or "all expectations met",
-        metadata={
-            r.name: dg.MetadataValue.json(
-                {
-                    "passed": r.success,
-                    "unexpected": r.unexpected_count,
-                    "examples": [str(e) for e in r.unexpected_examples],
-                }
-            )
-            for r in results
-        },
-    )
+from aiplatform_dagster.rag.ingest.quality import check_chunks, check_embeddings
 
 
 @dg.asset_check(asset=document_chunks, blocking=True, **on_pool(ComputePool.CPU))
@@ -46,7 +27,7 @@ def chunks_are_valid(
     build = run_build(context, platform.repository(), ["source_documents", "document_chunks"])
     doc_ids = {doc.doc_id for doc in build.documents()}
     max_tokens = platform.embedder().max_tokens
-    return _check_result(check_chunks(build.chunks(), doc_ids, max_tokens))
+    return quality_check_result(check_chunks(build.chunks(), doc_ids, max_tokens))
 
 
 @dg.asset_check(asset=chunk_embeddings, blocking=True, **on_pool(ComputePool.CPU))
@@ -61,7 +42,9 @@ def embeddings_are_valid(
     chunks = build.chunks()
     new_ids = [chunks[position].chunk_id for position in build.plan().new_rows]
     dimension = platform.embedder().dimension
-    return _check_result(check_embeddings(new_ids, build.new_vectors(), len(new_ids), dimension))
+    return quality_check_result(
+        check_embeddings(new_ids, build.new_vectors(), len(new_ids), dimension)
+    )
 
 
 @dg.asset_check(asset=index_release, blocking=True, **on_pool(ComputePool.CPU))

@@ -25,7 +25,7 @@ class QualityResult:
     unexpected_examples: list[Any]
 
 
-def _validate(
+def validate_frame(
     frame: Any, expectations: dict[str, tuple[str, Any]], id_columns: list[str]
 ) -> list[QualityResult]:
     """Run named expectations against one pandas DataFrame in an ephemeral GX context.
@@ -109,7 +109,7 @@ def check_chunks(
         }
     )
     expect = gx.expectations
-    return _validate(
+    return validate_frame(
         frame,
         {
             "text_not_empty": (
@@ -153,7 +153,7 @@ def check_embeddings(
         }
     )
     expect = gx.expectations
-    return _validate(
+    return validate_frame(
         frame,
         {
             "row_count_matches_chunks": (
