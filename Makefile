@@ -1,4 +1,6 @@
 # The two commands a newcomer needs: `make dev` (run) and `make test` (test).
+# `make dev` serves the Dagster UI on 127.0.0.1:3000 and the MLflow UI on 127.0.0.1:5000 (the
+# embedded tracking store in the storage folder; links in Dagster's metadata open there).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -34,6 +36,11 @@ ingest: install $(DAGSTER_HOME)/dagster.yaml
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m aiplatform_dagster.defs.maintenance
 	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/pointers/current.json || $(MAKE) ingest
+	mkdir -p $(AIPLATFORM_STORAGE_DIR)/mlflow
+	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$(AIPLATFORM_STORAGE_DIR)/mlflow/mlflow.db \
+		> $(AIPLATFORM_STORAGE_DIR)/mlflow/server.log 2>&1 & \
+	trap 'kill $$!' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: lint

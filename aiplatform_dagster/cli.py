@@ -69,9 +69,12 @@ def _search(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _ask(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.monitoring.recorder import start_recorder
     from aiplatform_dagster.rag import factory
 
-    engine = factory.build_query_engine(settings)
+    embedder = factory.build_embedder(settings)
+    recorder = start_recorder(settings, embedder.encode)  # questions asked feed drift reports
+    engine = factory.build_query_engine(settings, embedder=embedder, recorder=recorder)
     defaults = engine.defaults
     options = replace(
         defaults.with_hybrid(args.dense_weight, args.fusion),

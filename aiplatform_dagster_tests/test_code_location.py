@@ -43,6 +43,7 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert {k for k, g in groups.items() if g == "ingestion"} == INGESTION_ASSETS
     assert {k for k, g in groups.items() if g == "evaluation"} == EVALUATION_ASSETS
     assert {k for k, g in groups.items() if g == "training"} == TRAINING_ASSETS
+    assert {k for k, g in groups.items() if g == "monitoring"} == {"query_drift_report"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.owners == ["team:ml-platform"], key
@@ -64,6 +65,8 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert automation.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_schedule_def("nightly_full_refresh").job_name == "ingestion_job"
     assert defs.resolve_job_def("ingestion_job")
+    assert defs.resolve_sensor_def("drift_retrain_sensor").job_name == "training_job"
+    assert defs.resolve_schedule_def("weekly_retrain").job_name == "training_job"
     assert defs.resolve_sensor_def("model_registry_sensor").default_status == (
         dg.DefaultSensorStatus.RUNNING
     )

@@ -14,6 +14,7 @@ from aiplatform_dagster.models.embedders import (
 )
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.models.llm import LLMSettings
+from aiplatform_dagster.monitoring.recorder import QueryRecorder, start_recorder
 from aiplatform_dagster.rag.index.releases import CURRENT, IndexRepository, Release, Retention
 from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, VectorBackend
 from aiplatform_dagster.rag.query.accounting import PriceTable
@@ -128,6 +129,7 @@ def build_query_engine(
     release: Release | None = None,
     embedder: Embedder | None = None,
     backend: VectorBackend | None = None,
+    recorder: QueryRecorder | None = None,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
@@ -154,6 +156,7 @@ def build_query_engine(
             cache.redis_prefix,
         ),
         prices=price_table(settings),
+        on_answer=recorder.record if recorder is not None else None,
     )
 
 
@@ -180,6 +183,7 @@ class LiveQueryEngine:
         self._repository = open_repository(settings)
         self._embedder = build_embedder(settings)
         self._backend = build_vector_backend(settings)
+        self._recorder = start_recorder(settings, self._embedder.encode)
         self._lock = threading.Lock()
         self._engine = self._build(self._repository.open_pointer(pointer))
 
@@ -204,4 +208,6 @@ class LiveQueryEngine:
                 return Reload(current, moved=False, error=f"{type(error).__name__}: {error}")
 
     def _build(self, release: Release) -> QueryEngine:
-        return build_query_engine(self._settings, release.load(), self._embedder, self._backend)
+        return build_query_engine(
+            self._settings, release.load(), self._embedder, self._backend, self._recorder
+        )

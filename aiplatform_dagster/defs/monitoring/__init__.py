@@ -1,0 +1,1 @@
+"""The monitoring group: a daily drift report on the query log, and retraining when it drifts."""
