@@ -1,6 +1,6 @@
-"""``make bench``: ingestion, BM25, vector search and index releases, each as a ratio to a
-baseline measured in the same process on the same data. Numbers are for the machine it runs on;
-compare ratios."""
+"""``make bench``: ingestion, BM25, vector search, index releases and the trained router, each
+against a baseline measured in the same process on the same data. Numbers are for the machine
+it runs on; compare ratios."""
 
 import argparse
 from pathlib import Path
@@ -15,7 +15,7 @@ from aiplatform_dagster.benchmarks.release_bench import (
 from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
-PARTS = ["ingestion", "bm25", "vector", "releases", "incremental"]
+PARTS = ["ingestion", "bm25", "vector", "releases", "incremental", "router"]
 
 
 def verdict(met: bool) -> str:
@@ -100,6 +100,21 @@ def main() -> None:
             f"{r['disk_ratio']:.1%} (goal <= 10%: {verdict(r['disk_ratio'] <= 0.10)}); "
             f"{r['embedded_again']} chunks embedded again, {r['segments_shared']} segment(s) "
             f"shared and {r['segments_new']} new"
+        )
+
+    if "router" in parts:
+        from aiplatform_dagster.benchmarks.router_bench import bench_router
+
+        r = bench_router(args.dataset)
+        print(
+            f"(g) query router, trained on {r['train_queries']} {args.dataset.name} train queries "
+            f"(labels {r['train_labels']}, {r['train_seconds']:.1f} s): test nDCG@10 over "
+            f"{r['test_queries']} queries: trained {r['test_trained']:.3f} vs rules "
+            f"{r['test_rules']:.3f} ({r['test_trained'] - r['test_rules']:+.3f}); always "
+            f"hybrid {r['test_hybrid']:.3f}, bm25 {r['test_bm25']:.3f}, dense "
+            f"{r['test_dense']:.3f}, oracle {r['test_oracle']:.3f}; dev (the gate's split): "
+            f"trained {r['dev_trained']:.3f} vs rules {r['dev_rules']:.3f}"
+            + (f" (not trained: {r['note']})" if r["note"] else "")
         )
 
 

@@ -78,3 +78,34 @@ def test_ingestion_benchmark_times_the_job_and_encode_on_the_same_chunks(tmp_pat
         result["pipeline_chunks_per_s"] / result["encode_chunks_per_s"]
     )
     assert {name: os.environ.get(name) for name in before} == before
+
+
+def test_the_router_benchmark_trains_on_train_and_measures_on_test(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Codes that keyword search finds and questions that it does not, in both splits."""
+    from aiplatform_dagster.benchmarks.router_bench import bench_router
+
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path / "storage"))
+    text = "Error AIP-{code} means disk {i} is full; rotate the logs of service {i} and restart."
+    docs = [BeirDoc(f"d{i}", f"Runbook {i}", text.format(code=4000 + i, i=i)) for i in range(60)]
+    queries = {f"q{i}": f"AIP-{4000 + i}" if i % 2 else f"which service fills disk {i} with logs"
+               for i in range(60)}  # fmt: skip
+    folder = tmp_path / "tiny"
+    write_beir(folder, docs, queries, {f"q{i}": {f"d{i}": 1} for i in range(40)}, split="train")
+    write_beir(folder, docs, queries, {f"q{i}": {f"d{i}": 1} for i in range(40, 60)}, "test")
+    result = bench_router(folder)
+    assert (result["train_queries"], result["test_queries"]) == (
+        sum(1 for i in range(40) if not _dev(f"q{i}")),
+        20,
+    )
+    assert sum(result["train_labels"].values()) == result["train_queries"]
+    if result["train_labels"]["hybrid"] == result["train_queries"]:  # ties all go to hybrid
+        assert "nothing to learn" in result["note"]
+        assert result["test_trained"] == result["test_rules"]
+
+
+def _dev(query_id: str) -> bool:
+    from aiplatform_dagster.mlops.router import in_dev_split
+
+    return in_dev_split(query_id, 0.2)
