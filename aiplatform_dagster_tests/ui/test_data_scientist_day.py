@@ -153,6 +153,7 @@ def test_a_data_scientists_day_in_the_dagster_ui(
 
     # The lineage: both groups, every group unfolded, the index release between them.
     ui.nav("Lineage")
+    expect(page.locator("[aria-label=zoom_in]")).to_be_visible()  # the graph's controls are up
     page.locator("[aria-label=settings]").last.click()
     page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
     page.keyboard.press("Escape")
