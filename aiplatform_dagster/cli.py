@@ -330,7 +330,7 @@ def _registry(settings: Any) -> Any:
 
 def _model_list(args: argparse.Namespace, settings: Any) -> int:
     registry = _registry(settings)
-    models = registry.models()
+    models = registry.models(settings.mlflow.model_prefix)
     if not models:
         print("no registered models (materialise the training group to train one)")
     for name, aliases in models.items():

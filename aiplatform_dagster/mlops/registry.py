@@ -174,11 +174,13 @@ class ModelRegistry:
         moves = [_parse_move(v) for k, v in tags.items() if k.startswith(MOVE_TAG_PREFIX)]
         return sorted(moves, key=lambda move: (move.at, move.alias))
 
-    def models(self) -> dict[str, dict[str, str]]:
-        """Each registered model with its aliases (alias -> version)."""
+    def models(self, prefix: str = "") -> dict[str, dict[str, str]]:
+        """Each registered model named ``prefix…`` (one environment's, on a shared server) with
+        its aliases (alias -> version)."""
         return {
             model.name: dict(sorted(model.aliases.items()))
             for model in self.client.search_registered_models()
+            if model.name.startswith(prefix)
         }
 
     def _latest_semver(self, name: str) -> str | None:

@@ -127,9 +127,12 @@ def train_router(frame: pd.DataFrame, c: float = 1.0) -> Pipeline:
 class TrainedRouter:
     """A ``Router`` backed by a fitted classifier; its reason names the model and confidence."""
 
-    def __init__(self, model: Pipeline, name: str = "trained router") -> None:
+    def __init__(
+        self, model: Pipeline, name: str = "trained router", version: str | None = None
+    ) -> None:
         self.model = model
         self.name = name
+        self.version = version
 
     def route(self, query: PreparedQuery) -> RouteDecision:
         features = pd.DataFrame([query_features(query)], columns=list(FEATURES))
@@ -165,8 +168,8 @@ def save_router(model: Pipeline, folder: Path) -> Path:
     return folder
 
 
-def load_router(folder: Path, name: str) -> TrainedRouter:
-    return TrainedRouter(mlflow.sklearn.load_model(str(folder)), name)
+def load_router(folder: Path, name: str, version: str | None = None) -> TrainedRouter:
+    return TrainedRouter(mlflow.sklearn.load_model(str(folder)), name, version)
 
 
 def label_counts(frame: pd.DataFrame, split: str) -> dict[str, int]:

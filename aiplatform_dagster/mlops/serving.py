@@ -35,4 +35,13 @@ def load_registered_router(target: MlflowTarget, uri: str) -> TrainedRouter:
     folder = mlflow.artifacts.download_artifacts(
         artifact_uri=version.source, tracking_uri=target.tracking_uri
     )
-    return load_router(Path(folder), f"trained router {name} v{version.version} (@{alias})")
+    label = f"trained router {name} v{version.version} (@{alias})"
+    return load_router(Path(folder), label, version.version)
+
+
+def alias_version(target: MlflowTarget, uri: str) -> str | None:
+    """The version ``models:/NAME@ALIAS`` names now (None when the alias is unset): a cheap
+    check a long-running process makes before loading anything."""
+    name, alias = parse_alias_uri(uri)
+    version = ModelRegistry(target.client()).version(name, alias)
+    return version.version if version else None

@@ -124,12 +124,23 @@ def build_router(settings: Settings) -> Router:
     return load_registered_router(mlflow_target(settings), settings.query.router_model)
 
 
+def router_version(settings: Settings) -> str | None:
+    """The version the configured router alias names now; None for the rules."""
+    if settings.query.router_model is None:
+        return None
+    from aiplatform_dagster.mlops.serving import alias_version
+    from aiplatform_dagster.mlops.tracking import mlflow_target
+
+    return alias_version(mlflow_target(settings), settings.query.router_model)
+
+
 def build_query_engine(
     settings: Settings,
     release: Release | None = None,
     embedder: Embedder | None = None,
     backend: VectorBackend | None = None,
     recorder: QueryRecorder | None = None,
+    router: Router | None = None,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
@@ -144,7 +155,7 @@ def build_query_engine(
     return QueryEngine(
         Retriever.from_release(release, embedder, backend.open(release)),
         embedder.count_tokens,
-        router=build_router(settings),
+        router=router or build_router(settings),
         defaults=query_options(settings),
         reranker=load_reranker(settings.reranker.model, settings.reranker.device),
         llm=llm.build_client() if llm.is_configured else None,
@@ -162,19 +173,22 @@ def build_query_engine(
 
 @dataclass(frozen=True)
 class Reload:
-    """What one ``refresh`` did: moved to a new release, stayed, or stayed after an error."""
+    """What one ``refresh`` did: moved to a new release or router version, stayed, or stayed
+    after an error."""
 
     release_id: str
     moved: bool
     error: str | None = None
+    router_version: str | None = None
 
 
 class LiveQueryEngine:
-    """The engine over whatever ``current`` names, swapped without a restart.
+    """The engine over whatever ``current`` names, with the router version its alias names,
+    swapped without a restart.
 
-    A query in flight keeps the engine it started with; ``refresh`` builds the engine of the
-    new release completely before swapping, and a release that fails to open leaves the
-    previous one serving (the error is returned, never raised into a request).
+    A query in flight keeps the engine it started with; ``refresh`` builds the new engine
+    completely before swapping, and a release or router that fails to load leaves the previous
+    engine serving (the error is returned, never raised into a request).
     """
 
     def __init__(self, settings: Settings, pointer: str = CURRENT) -> None:
@@ -185,7 +199,9 @@ class LiveQueryEngine:
         self._backend = build_vector_backend(settings)
         self._recorder = start_recorder(settings, self._embedder.encode)
         self._lock = threading.Lock()
-        self._engine = self._build(self._repository.open_pointer(pointer))
+        self._release = self._repository.open_pointer(pointer).load()
+        self._router = build_router(settings)
+        self._engine = self._build(self._release, self._router)
 
     @property
     def engine(self) -> QueryEngine:
@@ -195,19 +211,31 @@ class LiveQueryEngine:
     def release_id(self) -> str:
         return self._engine.retriever.release_id or ""
 
+    @property
+    def router_version(self) -> str | None:
+        return self._router.version
+
     def refresh(self) -> Reload:
+        """Move to the release ``current`` names and the router version its alias names, if
+        either changed since the last build."""
         with self._lock:
-            current = self.release_id
+            current, version = self.release_id, self.router_version
             try:
                 target = self._repository.pointer(self._pointer)
-                if target is None or target == current:
-                    return Reload(current, moved=False)
-                self._engine = self._build(self._repository.open(target))
-                return Reload(target, moved=True)
-            except Exception as error:  # any failure keeps the last good release serving
-                return Reload(current, moved=False, error=f"{type(error).__name__}: {error}")
+                release_moved = target is not None and target != current
+                router_moved = router_version(self._settings) != version
+                if not (release_moved or router_moved):
+                    return Reload(current, moved=False, router_version=version)
+                release = self._repository.open(target).load() if release_moved else self._release
+                router = build_router(self._settings) if router_moved else self._router
+                self._engine = self._build(release, router)
+                self._release, self._router = release, router
+                return Reload(self.release_id, moved=True, router_version=router.version)
+            except Exception as error:  # any failure keeps the last good engine serving
+                message = f"{type(error).__name__}: {error}"
+                return Reload(current, moved=False, error=message, router_version=version)
 
-    def _build(self, release: Release) -> QueryEngine:
+    def _build(self, release: Release, router: Router) -> QueryEngine:
         return build_query_engine(
-            self._settings, release.load(), self._embedder, self._backend, self._recorder
+            self._settings, release, self._embedder, self._backend, self._recorder, router
         )

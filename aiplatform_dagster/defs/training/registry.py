@@ -34,8 +34,10 @@ def model_registry_sensor(
     from mlflow.exceptions import MlflowException
 
     registry = mlflow.registry()
+    prefix = mlflow.target().model_prefix
     try:
-        moves = [move for name in registry.models() for move in registry.moves(name)]
+        models = registry.models(prefix)
+        moves = [move for name in models for move in registry.moves(name)]
     except MlflowException as error:
         return dg.SkipReason(f"MLflow at {mlflow.target().tracking_uri} is unreachable: {error}")
     new = sorted((m for m in moves if m.at > (context.cursor or "")), key=lambda m: m.at)
@@ -43,7 +45,7 @@ def model_registry_sensor(
         return dg.SkipReason("No alias moved since the last report")
     events = []
     for move in new:
-        aliases = registry.models()[move.model]
+        aliases = models[move.model]
         events.append(
             dg.AssetMaterialization(
                 asset_key=model_registry.key,

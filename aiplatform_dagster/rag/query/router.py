@@ -52,11 +52,16 @@ class RouteDecision:
 class Router(Protocol):
     """Anything that picks a search mode for a prepared query."""
 
+    version: str | None
+    """The registered model version it was loaded from; None for rules."""
+
     def route(self, query: PreparedQuery) -> RouteDecision: ...
 
 
 class RuleRouter:
     """The ``Router`` built from ``RoutingRules``."""
+
+    version: str | None = None
 
     def __init__(self, rules: RoutingRules = DEFAULT_RULES) -> None:
         self.rules = rules
