@@ -12,7 +12,7 @@ from aiplatform_dagster.monitoring.features import (
     NUMERIC_FEATURES,
     OPERATIONAL_FEATURES,
 )
-from aiplatform_dagster.monitoring.files import write_atomically
+from aiplatform_dagster.rag.index.atomic import write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd

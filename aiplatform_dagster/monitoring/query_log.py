@@ -26,7 +26,7 @@ from aiplatform_dagster.monitoring.features import (
     TIMESTAMP,
     QueryRecord,
 )
-from aiplatform_dagster.monitoring.files import write_atomically
+from aiplatform_dagster.rag.index.atomic import write_atomically
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,7 +18,6 @@ from aiplatform_dagster.monitoring.drift import (
     compare,
 )
 from aiplatform_dagster.monitoring.features import QueryRecord
-from aiplatform_dagster.monitoring.files import write_atomically
 from aiplatform_dagster.monitoring.plots import plot_drift
 from aiplatform_dagster.monitoring.query_log import QueryLog, open_query_log, records_frame
 from aiplatform_dagster.monitoring.reference import (
@@ -26,6 +25,7 @@ from aiplatform_dagster.monitoring.reference import (
     golden_questions,
     golden_records,
 )
+from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.index.releases import CURRENT
 
 if TYPE_CHECKING:

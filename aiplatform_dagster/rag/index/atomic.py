@@ -1,9 +1,9 @@
-"""Write a directory completely or not at all, so a crash never leaves a half-written index."""
+"""Write a directory or a file completely or not at all, so a crash never leaves half of one."""
 
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,6 +34,20 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     scratch.rename(target)
     fsync(target.parent)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` a hidden scratch file beside ``path``, fsync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pending = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(pending)
+        fsync(pending)
+        os.replace(pending, path)
+    finally:
+        pending.unlink(missing_ok=True)
+    fsync(path.parent)
+    return path
 
 
 def fsync(path: Path) -> None:

@@ -10,7 +10,7 @@ an immutable release that shares everything else; ``publish_release`` moves the 
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from aiplatform_dagster.models.embedders import Embedder, Progress
-from aiplatform_dagster.rag.index.atomic import fsync
+from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.index.bm25 import term_counts
 from aiplatform_dagster.rag.index.releases import (
     CURRENT,
@@ -118,7 +118,7 @@ class Build:
 
     def write_documents(self, documents: Sequence[Document]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        _replace(self.folder / _DOCUMENTS, lambda p: write_records(p, documents, Document))
+        write_atomically(self.folder / _DOCUMENTS, lambda p: write_records(p, documents, Document))
 
     def documents(self) -> list[Document]:
         return read_records(self.path(_DOCUMENTS, "source_documents"), Document)
@@ -182,8 +182,9 @@ def plan_build(
         copied=copied,
     )
     build.folder.mkdir(parents=True, exist_ok=True)
-    _replace(build.folder / _CHUNKS, lambda p: write_records(p, chunks, Chunk))
-    _replace(build.folder / _PLAN, lambda p: p.write_text(json.dumps(asdict(plan)), "utf-8"))
+    write_atomically(build.folder / _CHUNKS, lambda p: write_records(p, chunks, Chunk))
+    plan_text = json.dumps(asdict(plan))
+    write_atomically(build.folder / _PLAN, lambda p: p.write_text(plan_text, "utf-8"))
     return plan
 
 
@@ -209,7 +210,7 @@ def embed_build(
     missing = [row for row in range(len(rows)) if row not in plan.copied]
     if missing:
         vectors[missing] = embedder.encode([rows[i].indexed_text for i in missing], progress)
-    _replace(build.folder / _VECTORS, lambda p: np.save(p, vectors))
+    write_atomically(build.folder / _VECTORS, lambda p: _write_with(p, np.save, vectors))
     return EmbeddingReport(
         computed=len(missing),
         copied=len(plan.copied),
@@ -223,8 +224,11 @@ def count_build_terms(build: Build) -> int:
     plan = build.plan()
     chunks = build.chunks()
     terms, counts = term_counts([analyze(chunks[i].indexed_text) for i in plan.new_rows])
-    _replace(build.folder / _TERMS, lambda p: p.write_text(json.dumps(terms, ensure_ascii=False)))
-    _replace(build.folder / _COUNTS, lambda p: sp.save_npz(p, counts, compressed=True))
+    terms_text = json.dumps(terms, ensure_ascii=False)
+    write_atomically(build.folder / _TERMS, lambda p: p.write_text(terms_text))
+    write_atomically(
+        build.folder / _COUNTS, lambda p: _write_with(p, sp.save_npz, counts, compressed=True)
+    )
     return len(terms)
 
 
@@ -287,7 +291,7 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
     stripped = [_without_text(document) for document in documents]
     release = repository.write_release(manifest, [mask for _, mask in parts], stripped)
     record = json.dumps({"release_id": release.release_id})
-    _replace(build.folder / _RELEASE, lambda p: p.write_text(record, "utf-8"))
+    write_atomically(build.folder / _RELEASE, lambda p: p.write_text(record, "utf-8"))
     return release
 
 
@@ -382,14 +386,10 @@ def _without_text(document: Document) -> Document:
     return replace(document, text="")
 
 
-def _replace(path: Path, write: Any) -> None:
-    """Write through a scratch file and rename, so a killed step leaves no half file."""
-    scratch = path.with_name(f".{path.name}.tmp")
-    if path.suffix == ".npy" or path.suffix == ".npz":
-        scratch = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write(scratch)
-    fsync(scratch)
-    scratch.replace(path)
+def _write_with(path: Path, save: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """Save through an open file: given a path, NumPy and SciPy append their suffix to it."""
+    with path.open("wb") as file:
+        save(file, *args, **kwargs)
 
 
 def _now() -> str:

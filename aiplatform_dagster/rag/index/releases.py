@@ -14,7 +14,6 @@ open one release and keep it for their life; ``ReleaseReader`` re-reads the poin
 """
 
 import json
-import os
 import shutil
 import time
 import uuid
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.rag.index.atomic import fsync
+from aiplatform_dagster.rag.index.atomic import fsync, write_atomically
 from aiplatform_dagster.rag.index.bm25 import BM25Index
 from aiplatform_dagster.rag.index.lock import writer_lock
 from aiplatform_dagster.rag.index.segments import (
@@ -342,18 +341,15 @@ class IndexRepository:
         return self.root / "pointers" / f"{name}.json"
 
     def _write_pointer(self, name: str, release_id: str, previous: str | None) -> None:
-        path = self._pointer_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pending = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
         record = {
             "release": release_id,
             "previous": previous,
             "moved_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-        pending.write_text(json.dumps(record), "utf-8")
-        fsync(pending)
-        os.replace(pending, path)
-        fsync(path.parent)
+        text = json.dumps(record)
+        write_atomically(
+            self._pointer_path(name), lambda pending: pending.write_text(text, "utf-8")
+        )
 
 
 def new_release_id() -> str:

@@ -2,12 +2,11 @@
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.ingest.documents import (
     DocumentError,
     doc_id_for,
@@ -63,10 +62,8 @@ class SnapshotStore:
         digest = snapshot_digest(snapshot)
         path = self.root / f"{digest}.json"
         if not path.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
-            pending = self.root / f".{digest}.{uuid.uuid4().hex}.tmp"
-            pending.write_text(json.dumps(snapshot, sort_keys=True), "utf-8")
-            os.replace(pending, path)
+            text = json.dumps(snapshot, sort_keys=True)
+            write_atomically(path, lambda pending: pending.write_text(text, "utf-8"))
         return digest
 
     def load(self, digest: str | None) -> Snapshot | None:
