@@ -71,3 +71,12 @@ def quality_check_result(results: list[QualityResult]) -> dg.AssetCheckResult:
             for r in results
         },
     )
+
+
+def latest_metadata_value(instance: dg.DagsterInstance, asset: dg.AssetKey, key: str) -> Any:
+    """The value ``key`` had in ``asset``'s latest materialisation (None when there is none):
+    how one asset finds what another wrote."""
+    event = instance.get_latest_materialization_event(asset)
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get(key) if materialization else None
+    return value.value if value is not None else None

@@ -22,7 +22,6 @@ from aiplatform_dagster.rag.index.vector_backends import VectorBackend
 from aiplatform_dagster.rag.query.engine import QueryEngine
 
 if TYPE_CHECKING:  # mlflow loads in the steps that use it, not in every Dagster process
-    from aiplatform_dagster.mlops.registry import ModelRegistry
     from aiplatform_dagster.mlops.tracking import MlflowTarget, TrackedRun
 
 
@@ -81,11 +80,6 @@ class MlflowResource(dg.ConfigurableResource):
         from aiplatform_dagster.mlops.tracking import mlflow_target
 
         return mlflow_target(self.platform.settings())
-
-    def registry(self) -> "ModelRegistry":
-        from aiplatform_dagster.mlops.registry import ModelRegistry
-
-        return ModelRegistry(self.target().client())
 
     @contextmanager
     def run_for(

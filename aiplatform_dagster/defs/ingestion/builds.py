@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from aiplatform_dagster.defs.metadata import latest_metadata_value
 from aiplatform_dagster.rag.index.build import Build, BuildError
 from aiplatform_dagster.rag.index.releases import IndexRepository
 
@@ -39,7 +40,7 @@ def run_build(
         files = PRODUCES[asset_name]
         if all(build.exists(name) for name in files):
             continue
-        source = _latest_build(context.instance, asset_name)
+        source = latest_metadata_value(context.instance, dg.AssetKey(asset_name), BUILD_ID)
         if source is None:
             raise BuildError(
                 f"{asset_name} has never been materialised: materialise the ingestion group "
@@ -48,13 +49,6 @@ def run_build(
         _link(Build(repository, source), build, files, asset_name)
         context.log.info(f"Using {asset_name} from build {source}")
     return build
-
-
-def _latest_build(instance: dg.DagsterInstance, asset_name: str) -> str | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey(asset_name))
-    materialization = event.asset_materialization if event else None
-    value = materialization.metadata.get(BUILD_ID) if materialization else None
-    return value.value if value is not None else None
 
 
 def _link(source: Build, target: Build, files: Sequence[str], asset_name: str) -> None:

@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
-from aiplatform_dagster.defs.metadata import markdown_table
+from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.rag import factory
 
@@ -140,7 +140,7 @@ def query_router_model(
     as the ``challenger`` version of ``query_router``."""
     import pandas as pd
 
-    from aiplatform_dagster.mlops.registry import Change
+    from aiplatform_dagster.mlops.registry import SEMVER_TAG, Change, ModelRegistry
     from aiplatform_dagster.mlops.router import (
         FEATURES,
         TIE_MARGIN,
@@ -172,8 +172,8 @@ def query_router_model(
         run.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as scratch:
             source = run.log_folder(save_router(model, Path(scratch) / "model"), "model")
-        registry = mlflow.registry()
-        name = mlflow.target().model_name(ROUTER)
+        registry = ModelRegistry(run.client)
+        name = run.target.model_name(ROUTER)
         first = registry.version(name, "challenger") is None
         version = registry.register(
             name,
@@ -183,13 +183,12 @@ def query_router_model(
             base_model="sklearn LogisticRegression",
             description=f"Trained by Dagster run {context.run_id} on {dataset_version}",
         )
-        target = mlflow.target()
     yield dg.MaterializeResult(
         metadata={
             "model_version": version.version,
-            "semver": version.tags.get("aiplatform.semver", ""),
+            "semver": version.tags.get(SEMVER_TAG, ""),
             "mlflow_run": dg.MetadataValue.url(run.url),
-            "mlflow_model": dg.MetadataValue.url(target.model_url(name, version.version)),
+            "mlflow_model": dg.MetadataValue.url(run.target.model_url(name, version.version)),
             "dataset_version": dataset_version,
             **{key: round(value, 4) for key, value in metrics.items()},
         }
@@ -221,22 +220,22 @@ def query_router_validation(
     import pandas as pd
 
     from aiplatform_dagster.mlops.gate import GateDecision
+    from aiplatform_dagster.mlops.registry import ModelRegistry
     from aiplatform_dagster.mlops.router import routed_score
     from aiplatform_dagster.mlops.serving import load_registered_router
 
     frame_path, _ = latest_training_data(context.instance)
-    registry = mlflow.registry()
     target = mlflow.target()
+    registry = ModelRegistry(target.client())
     name = target.model_name(ROUTER)
-    challenger = registry.version(name, "challenger")
-    if frame_path is None or challenger is None:
+    if frame_path is None or registry.version(name, "challenger") is None:
         return dg.MaterializeResult(metadata={"decision": "not run: no challenger to validate"})
     dev = pd.read_parquet(frame_path).query("split == 'dev'")
     candidate = load_registered_router(target, f"models:/{name}@challenger")
-    champion = registry.version(name, "champion")
-    if champion is not None:
+    challenger = candidate.version  # the version loaded, even if the alias moved since
+    if registry.version(name, "champion") is not None:
         baseline = load_registered_router(target, f"models:/{name}@champion")
-        baseline_name = f"champion v{champion.version}"
+        baseline_name = f"champion v{baseline.version}"
     else:
         baseline = factory.rule_router(platform.settings())
         baseline_name = "the rule router"
@@ -247,13 +246,13 @@ def query_router_validation(
         baseline_name,
         config.margin,
     )
-    context.log.info(f"challenger v{challenger.version}: {decision.reason}")
+    context.log.info(f"challenger v{challenger}: {decision.reason}")
     if decision.promoted:
-        registry.promote(name, challenger.version, decision.reason, f"dagster run {context.run_id}")
-    target.client().set_model_version_tag(name, challenger.version, GATE_TAG, decision.reason)
+        registry.promote(name, challenger, decision.reason, f"dagster run {context.run_id}")
+    registry.client.set_model_version_tag(name, challenger, GATE_TAG, decision.reason)
     return dg.MaterializeResult(
         metadata={
-            "challenger_version": challenger.version,
+            "challenger_version": challenger,
             "baseline": baseline_name,
             "challenger_dev_ndcg@10": round(decision.candidate, 4),
             "baseline_dev_ndcg@10": round(decision.baseline, 4),
@@ -267,9 +266,5 @@ def query_router_validation(
 
 def latest_training_data(instance: dg.DagsterInstance) -> tuple[str | None, str | None]:
     """The frame the latest ``router_training_data`` materialisation wrote, and its version."""
-    event = instance.get_latest_materialization_event(router_training_data.key)
-    if event is None or event.asset_materialization is None:
-        return None, None
-    metadata = event.asset_materialization.metadata
-    path = metadata[FRAME_PATH].value
-    return path, Path(path).stem
+    path = latest_metadata_value(instance, router_training_data.key, FRAME_PATH)
+    return (path, Path(path).stem) if path else (None, None)

@@ -33,13 +33,16 @@ def model_registry_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     from mlflow.exceptions import MlflowException
 
-    registry = mlflow.registry()
-    prefix = mlflow.target().model_prefix
+    from aiplatform_dagster.mlops.registry import ModelRegistry
+
+    target = mlflow.target()
+    registry = ModelRegistry(target.client())
+    prefix = target.model_prefix
     try:
         models = registry.models(prefix)
         moves = [move for name in models for move in registry.moves(name)]
     except MlflowException as error:
-        return dg.SkipReason(f"MLflow at {mlflow.target().tracking_uri} is unreachable: {error}")
+        return dg.SkipReason(f"MLflow at {target.tracking_uri} is unreachable: {error}")
     new = sorted((m for m in moves if m.at > (context.cursor or "")), key=lambda m: m.at)
     if not new:
         return dg.SkipReason("No alias moved since the last report")
@@ -62,7 +65,7 @@ def model_registry_sensor(
                     "moved_at": move.at,
                     "aliases_now": dg.MetadataValue.json(aliases),
                     "mlflow_model": dg.MetadataValue.url(
-                        mlflow.target().model_url(move.model, move.to_version)
+                        target.model_url(move.model, move.to_version)
                     ),
                 },
             )
