@@ -248,8 +248,11 @@ def test_a_data_scientists_day_in_the_dagster_ui(
 
     # Automation: the sensors and the schedule, with what each does.
     ui.nav("Automation")
-    for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh"):
+    for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh",
+                 "model_registry_sensor", "drift_retrain_sensor", "weekly_retrain"):  # fmt: skip
         expect(page.get_by_role("link", name=re.compile(name))).to_be_visible()
+    expect(page.get_by_text("Standard sensor")).to_have_count(3)  # the rows have loaded
+    expect(page.get_by_text(re.compile("^Scheduled"))).to_have_count(2)
     ui.shot("11-automation")
     page.get_by_role("link", name=re.compile("new_documents_sensor")).click()
     expect(page.get_by_text(re.compile("one ingestion_job run per change"))).to_be_visible()
