@@ -72,7 +72,7 @@ def _ask(args: argparse.Namespace, settings: Any) -> int:
     from aiplatform_dagster.monitoring.recorder import start_recorder
     from aiplatform_dagster.rag import factory
 
-    embedder = factory.build_embedder(settings)
+    embedder = factory.current_embedder(settings)
     recorder = start_recorder(settings, embedder.encode)  # questions asked feed drift reports
     engine = factory.build_query_engine(settings, embedder=embedder, recorder=recorder)
     defaults = engine.defaults
@@ -345,6 +345,13 @@ def _model_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _model_promote(args: argparse.Namespace, settings: Any) -> int:
+    if args.name == _embedder_name(settings):
+        print(
+            f"error: {args.name} is promoted together with the index release its vectors are in: "
+            "materialise candidate_release and embedder_validation (the gate) instead",
+            file=sys.stderr,
+        )
+        return 2
     moves = _registry(settings).promote(args.name, args.version, args.reason, _operator())
     for move in moves:
         print(f"{move.model}@{move.alias}: {move.from_version or '-'} -> {move.to_version}")
@@ -352,9 +359,32 @@ def _model_promote(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _model_rollback(args: argparse.Namespace, settings: Any) -> int:
-    for move in _registry(settings).rollback(args.name, args.reason, _operator()):
+    if args.name == _embedder_name(settings):
+        from aiplatform_dagster.mlops.embedder_release import rollback_with_release
+        from aiplatform_dagster.rag import factory
+
+        moved = rollback_with_release(
+            factory.open_repository(settings),
+            factory.build_vector_backend(settings),
+            _registry(settings),
+            args.name,
+            args.reason,
+            _operator(),
+        )
+        print(f"current: {moved.replaced_release} -> {moved.release_id}")
+        moves = moved.moves
+    else:
+        moves = _registry(settings).rollback(args.name, args.reason, _operator())
+    for move in moves:
         print(f"{move.model}@{move.alias}: {move.from_version} -> {move.to_version}")
     return 0
+
+
+def _embedder_name(settings: Any) -> str:
+    from aiplatform_dagster.mlops.names import EMBEDDER
+    from aiplatform_dagster.mlops.tracking import mlflow_target
+
+    return mlflow_target(settings).model_name(EMBEDDER)
 
 
 def _operator() -> str:

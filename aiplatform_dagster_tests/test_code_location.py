@@ -28,6 +28,10 @@ TRAINING_ASSETS = {
     "router_training_data",
     "query_router_model",
     "query_router_validation",
+    "retrieval_training_pairs",
+    "embedder_model",
+    "candidate_release",
+    "embedder_validation",
     "model_registry",
 }
 HEAVY_MODULES = (
@@ -58,6 +62,7 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
         "embeddings_are_valid",
         "release_is_consistent",
         "router_training_data_is_valid",
+        "retrieval_training_pairs_are_valid",
     }
     assert graph.get(dg.AssetKey("retrieval_eval")).parent_keys == {dg.AssetKey("current_release")}
     assert defs.resolve_sensor_def("new_documents_sensor").job_name == "ingestion_job"
@@ -80,11 +85,12 @@ def test_kind_tags_name_the_technology_each_asset_uses() -> None:
     assert "openai" in kinds["answer_eval"]
 
 
-def test_embeddings_run_on_the_gpu_pool_everything_else_on_cpu() -> None:
+def test_embedding_and_training_run_on_the_gpu_pool_everything_else_on_cpu() -> None:
     job = load_definitions().resolve_implicit_global_asset_job_def()
     pools = {node.name: node.definition.tags[POOL_TAG] for node in job.graph.node_dict.values()}
-    assert pools.pop("chunk_embeddings") == "gpu"
-    assert set(pools.values()) == {"cpu"}
+    on_gpu = {name for name, pool in pools.items() if pool == "gpu"}
+    assert on_gpu == {"chunk_embeddings", "embedder_model", "candidate_release"}
+    assert {pools[name] for name in pools.keys() - on_gpu} == {"cpu"}
     tag = job.graph.node_named("chunk_embeddings").definition.tags["dagster-k8s/config"]
     gpu_config = json.loads(tag) if isinstance(tag, str) else tag
     limits = gpu_config["container_config"]["resources"]["limits"]

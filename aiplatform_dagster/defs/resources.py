@@ -55,7 +55,8 @@ class PlatformResource(dg.ConfigurableResource):
         return factory.retention(self.settings())
 
     def embedder(self) -> Embedder:
-        return factory.build_embedder(self.settings())
+        """The embedder that extends the current release (see ``factory.current_embedder``)."""
+        return factory.current_embedder(self.settings())
 
     def vector_backend(self) -> VectorBackend:
         return factory.build_vector_backend(self.settings())

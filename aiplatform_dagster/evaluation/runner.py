@@ -5,6 +5,7 @@ queries; with a BEIR folder it ingests that corpus into a release repository of 
 vectors are reused across runs, so a rerun costs only the queries) and scores that release.
 """
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import (
 )
 from aiplatform_dagster.models.embedders import Embedder
 from aiplatform_dagster.models.embedders import Progress as EmbedProgress
+from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.rag.index.releases import IndexRepository, Release
 from aiplatform_dagster.rag.ingest.chunking import ChunkingConfig
 from aiplatform_dagster.rag.ingest.pipeline import ingest
@@ -87,7 +89,7 @@ def open_benchmark(
     folder = Path(benchmark)
     dataset = load_beir(folder, split)
     summary = ingest(
-        IndexRepository(Path(benchmarks_root) / folder.name),
+        benchmark_repository(benchmarks_root, folder, embedder),
         beir_documents(dataset, folder),
         embedder,
         config=chunking or ChunkingConfig(),
@@ -100,6 +102,14 @@ def open_benchmark(
         make_engine(summary.release),
         tuple(dataset.warnings),
     )
+
+
+def benchmark_repository(
+    benchmarks_root: Path, folder: Path, embedder: Embedder
+) -> IndexRepository:
+    """One repository per corpus and embedder: comparing two embedders re-embeds neither."""
+    digest = hashlib.sha256(embedder_identity(embedder).encode()).hexdigest()[:12]
+    return IndexRepository(Path(benchmarks_root) / f"{Path(folder).name}-{digest}")
 
 
 def run_retrieval_eval(

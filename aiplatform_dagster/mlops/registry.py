@@ -12,6 +12,7 @@ the registered model (``aiplatform.alias_move.<time>``): rollback reads it, and 
 """
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,6 +29,10 @@ CHAMPION = "champion"
 PRODUCTION = "production"
 SEMVER_TAG = "aiplatform.semver"
 BASE_MODEL_TAG = "aiplatform.base_model"
+IDENTITY_TAG = "aiplatform.embedder_identity"
+"""On an embedder version: the identity its vectors carry, which names it in a release."""
+MODEL_ID_TAG = "aiplatform.model_id"
+"""On an embedder version: the model id it is loaded under, part of that identity."""
 MOVE_TAG_PREFIX = "aiplatform.alias_move."
 
 
@@ -39,6 +44,8 @@ class MoveKind(StrEnum):
     ASSIGN = "assign"
     PROMOTE = "promote"
     ROLLBACK = "rollback"
+    REPAIR = "repair"
+    """An alias caught up with a release pointer that moved before a crash."""
 
 
 class Change(StrEnum):
@@ -81,9 +88,12 @@ class ModelRegistry:
         change: Change,
         base_model: str,
         description: str = "",
+        challenger: bool = True,
+        tags: Mapping[str, str] | None = None,
     ) -> ModelVersion:
         """A new version of ``name`` from ``source`` (a ``runs:/`` URI), tagged with its
-        semantic version and base model, and made the ``challenger``."""
+        semantic version and base model, and (unless ``challenger`` is False) made the
+        ``challenger``."""
         try:
             self.client.get_registered_model(name)
         except MlflowException:
@@ -93,11 +103,26 @@ class ModelRegistry:
             name,
             source,
             run_id=run_id,
-            tags={SEMVER_TAG: semver, BASE_MODEL_TAG: base_model},
+            tags={**(tags or {}), SEMVER_TAG: semver, BASE_MODEL_TAG: base_model},
             description=description,
         )
-        self.move_alias(name, CHALLENGER, version.version, f"trained in run {run_id}", "training")
+        if challenger:
+            reason = f"trained in run {run_id}"
+            self.move_alias(name, CHALLENGER, version.version, reason, "training")
         return version
+
+    def has_versions(self, name: str) -> bool:
+        """Whether any version of ``name`` was ever registered (raises if MLflow is down)."""
+        return bool(self.client.search_model_versions(f"name='{name}'", max_results=1))
+
+    def tagged(self, name: str, key: str, value: str) -> ModelVersion | None:
+        """The newest version of ``name`` whose tag ``key`` is ``value`` (None: no such one)."""
+        try:
+            versions = self.client.search_model_versions(f"name='{name}'")
+        except MlflowException:
+            return None
+        matching = [v for v in versions if v.tags.get(key) == value]
+        return max(matching, key=lambda v: int(v.version)) if matching else None
 
     def version(self, name: str, alias: str) -> ModelVersion | None:
         """The version ``alias`` names, or None when the model or the alias does not exist."""

@@ -1,4 +1,4 @@
-"""Great Expectations suite for the router's training data: what a bad label table looks like."""
+"""Great Expectations suites for the training data: what a bad label table looks like."""
 
 import great_expectations as gx
 import pandas as pd
@@ -35,3 +35,33 @@ def check_router_frame(frame: pd.DataFrame) -> list[QualityResult]:
             expect.ExpectColumnValuesToBeBetween(column=f"ndcg_{mode}", min_value=0, max_value=1),
         )
     return validate_frame(frame, expectations, id_columns=["query_id"])
+
+
+def check_pairs_frame(frame: pd.DataFrame) -> list[QualityResult]:
+    """Text on both sides, known splits, each (query, document) once, each query in one split."""
+    expect = gx.expectations
+    splits_per_query = frame.groupby("query_id")["split"].transform("nunique")
+    checked = frame.assign(splits_of_query=splits_per_query)
+    expectations = {
+        "query_not_empty": (
+            "every query has text",
+            expect.ExpectColumnValueLengthsToBeBetween(column="query", min_value=1),
+        ),
+        "passage_not_empty": (
+            "every passage has text",
+            expect.ExpectColumnValueLengthsToBeBetween(column="passage", min_value=1),
+        ),
+        "split_known": (
+            "every pair is in the train or the dev split",
+            expect.ExpectColumnValuesToBeInSet(column="split", value_set=["train", "dev"]),
+        ),
+        "pairs_unique": (
+            "no (query, document) pair appears twice",
+            expect.ExpectCompoundColumnsToBeUnique(column_list=["query_id", "doc_id"]),
+        ),
+        "query_in_one_split": (
+            "no query is in both splits (the gate would score what training saw)",
+            expect.ExpectColumnValuesToBeInSet(column="splits_of_query", value_set=[1]),
+        ),
+    }
+    return validate_frame(checked, expectations, id_columns=["query_id", "doc_id"])

@@ -113,18 +113,28 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
     """A local sentence-transformers model; defaults to the packaged all-MiniLM-L6-v2."""
 
     def __init__(
-        self, model_path: str | None = None, device: str = "cpu", batch_size: int = 64
+        self,
+        model_path: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+        name: str | None = None,
     ) -> None:
+        """``name`` is the model's id when its folder is a download (a registry version)."""
         resolved = model_path or packaged_minilm_path()
         super().__init__(resolved)
         self._model_path = resolved
-        self._model_id = model_path or DEFAULT_MODEL_NAME
+        self._model_id = name or model_path or DEFAULT_MODEL_NAME
         self._device = device
         self._batch_size = batch_size
 
     @property
     def model(self) -> Any:
         return _load_sentence_transformer(self._model_path, self._device)
+
+    @property
+    def name(self) -> str:
+        """The model's name within ``model_id`` (what a registry version is loaded under)."""
+        return self._model_id
 
     @property
     def model_path(self) -> str:
@@ -141,10 +151,12 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
 
     @property
     def max_tokens(self) -> int:
-        """The model's max_seq_length less [CLS] and [SEP], read without loading weights."""
+        """The model's max_seq_length less [CLS] and [SEP], read without loading weights when
+        the folder states it."""
         config = Path(self._model_path) / "sentence_bert_config.json"
-        if config.exists():
-            return int(json.loads(config.read_text())["max_seq_length"]) - 2
+        saved = json.loads(config.read_text()) if config.exists() else {}
+        if "max_seq_length" in saved:  # sentence-transformers 6 saves it elsewhere: load
+            return int(saved["max_seq_length"]) - 2
         return int(self.model.max_seq_length) - 2
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:

@@ -24,8 +24,13 @@ from aiplatform_dagster.rag.query.rerank import load_reranker
 from aiplatform_dagster.rag.query.retriever import FusionMethod, HybridConfig, Retriever
 from aiplatform_dagster.rag.query.router import Router, RoutingRules, RuleRouter
 
+REGISTRY_URI_PREFIX = "models:/"
 
-def build_embedder(settings: Settings) -> Embedder:
+
+def build_embedder(settings: Settings, built_identity: str | None = None) -> Embedder:
+    """The configured embedder. Configured as a registry alias (models:/embedder@champion), the
+    version whose vectors carry ``built_identity`` (the release being read or extended), or the
+    one the alias names when no version built it."""
     config = settings.embedding
     if config.provider == "openai":
         return OpenAIEmbedder(
@@ -36,7 +41,26 @@ def build_embedder(settings: Settings) -> Embedder:
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
         )
+    if config.model and config.model.startswith(REGISTRY_URI_PREFIX):
+        from aiplatform_dagster.mlops.serving import registered_embedder
+        from aiplatform_dagster.mlops.tracking import mlflow_target
+
+        return registered_embedder(
+            mlflow_target(settings),
+            config.model,
+            settings.paths.storage_dir / "models",
+            config.device,
+            config.batch_size,
+            built_identity,
+        )
     return SentenceTransformerEmbedder(config.model, config.device, config.batch_size)
+
+
+def current_embedder(settings: Settings) -> Embedder:
+    """The embedder that reads and extends the release ``current`` names."""
+    repository = open_repository(settings)
+    current = repository.pointer(CURRENT)
+    return build_embedder(settings, repository.open(current).embedder_identity if current else None)
 
 
 def open_repository(settings: Settings) -> IndexRepository:
@@ -146,8 +170,8 @@ def build_query_engine(
 
     Refuses a release whose vectors another embedder built: its scores would be meaningless.
     """
-    embedder = embedder or build_embedder(settings)
     release = release or open_repository(settings).open_pointer(CURRENT)
+    embedder = embedder or build_embedder(settings, release.embedder_identity)
     release.check_embedder(embedder_identity(embedder), embedder.model_id)
     backend = backend or build_vector_backend(settings)
     llm = llm_settings(settings)
@@ -195,13 +219,13 @@ class LiveQueryEngine:
         self._settings = settings
         self._pointer = pointer
         self._repository = open_repository(settings)
-        self._embedder = build_embedder(settings)
-        self._backend = build_vector_backend(settings)
-        self._recorder = start_recorder(settings, self._embedder.encode)
-        self._lock = threading.Lock()
         self._release = self._repository.open_pointer(pointer).load()
+        self._embedder = build_embedder(settings, self._release.embedder_identity)
+        self._backend = build_vector_backend(settings)
+        self._recorder = start_recorder(settings, lambda texts: self._embedder.encode(texts))
+        self._lock = threading.Lock()
         self._router = build_router(settings)
-        self._engine = self._build(self._release, self._router)
+        self._engine = self._build(self._release, self._router, self._embedder)
 
     @property
     def engine(self) -> QueryEngine:
@@ -228,14 +252,17 @@ class LiveQueryEngine:
                     return Reload(current, moved=False, router_version=version)
                 release = self._repository.open(target).load() if release_moved else self._release
                 router = build_router(self._settings) if router_moved else self._router
-                self._engine = self._build(release, router)
-                self._release, self._router = release, router
+                embedder = self._embedder
+                if release.embedder_identity != self._release.embedder_identity:
+                    embedder = build_embedder(self._settings, release.embedder_identity)
+                self._engine = self._build(release, router, embedder)
+                self._release, self._router, self._embedder = release, router, embedder
                 return Reload(self.release_id, moved=True, router_version=router.version)
             except Exception as error:  # any failure keeps the last good engine serving
                 message = f"{type(error).__name__}: {error}"
                 return Reload(current, moved=False, error=message, router_version=version)
 
-    def _build(self, release: Release, router: Router) -> QueryEngine:
+    def _build(self, release: Release, router: Router, embedder: Embedder) -> QueryEngine:
         return build_query_engine(
-            self._settings, release, self._embedder, self._backend, self._recorder, router
+            self._settings, release, embedder, self._backend, self._recorder, router
         )

@@ -15,16 +15,18 @@ from pydantic import Field
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
+from aiplatform_dagster.mlops.names import ROUTER
 from aiplatform_dagster.rag import factory
 
 GROUP = "training"
 OWNERS = ["team:ml-platform"]
-ROUTER = "query_router"
 FRAME_PATH = "frame_path"
 GATE_TAG = "aiplatform.gate"
 
 
-class RouterTrainingDataConfig(dg.Config):
+class LabelledDataConfig(dg.Config):
+    """Where labelled queries come from and how they are split; shared by every training set."""
+
     benchmark_path: str | None = Field(
         default=None,
         description="BEIR folder whose train qrels label the queries (e.g. ../shared/datasets/"
@@ -40,6 +42,10 @@ class RouterTrainingDataConfig(dg.Config):
         description="Fewer dev queries than this: skip rather than train on noise.",
     )
 
+    def refuse_test_split(self) -> None:
+        if self.split == "test":
+            raise ValueError("split 'test' is for final measurement only; label 'train' (or 'dev')")
+
 
 @dg.asset(
     group_name=GROUP,
@@ -50,7 +56,7 @@ class RouterTrainingDataConfig(dg.Config):
     **on_pool(ComputePool.CPU),
 )
 def router_training_data(
-    context: dg.AssetExecutionContext, config: RouterTrainingDataConfig, platform: PlatformResource
+    context: dg.AssetExecutionContext, config: LabelledDataConfig, platform: PlatformResource
 ):
     """Labelled queries for the router: each query's nDCG@10 under keyword, semantic and hybrid
     search, the best mode as its label, split by query into train and dev.
@@ -67,8 +73,7 @@ def router_training_data(
         training_frame,
     )
 
-    if config.split == "test":
-        raise ValueError("split 'test' is for final measurement only; label 'train' (or 'dev')")
+    config.refuse_test_split()
     settings = platform.settings()
     benchmark = Path(config.benchmark_path) if config.benchmark_path else None
     try:

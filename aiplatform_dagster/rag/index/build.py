@@ -314,6 +314,55 @@ def publish_release(
     return previous, deleted
 
 
+def reembed_release(
+    repository: IndexRepository,
+    source: Release,
+    embedder: Embedder,
+    identity: str,
+    progress: Progress | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> tuple[Release, EmbeddingReport]:
+    """The same chunks and keyword counts as ``source``, with vectors from another embedder:
+    the candidate a new embedder is measured and promoted with. Nothing is reused from
+    ``source``'s vectors, and no pointer moves."""
+    started = time.perf_counter()
+    live = list(source.live_rows())
+    chunks = [segment.chunks[row] for segment, rows in live for row in rows]
+    vectors = embedder.encode([chunk.indexed_text for chunk in chunks], progress)
+    terms, counts = merge_term_counts(live)
+    segment = write_segment(repository.segments_dir, chunks, vectors, terms, counts)
+    counts_before = source.manifest["counts"]
+    manifest = {
+        **{key: source.manifest[key] for key in ("chunking", "bm25", "corpus_hash")},
+        "created_at": _now(),
+        "predecessor": source.release_id,
+        "base": None,
+        "base_note": f"re-embedded from {source.release_id}: same chunks, new vectors",
+        "reembedded_from": source.release_id,
+        "build_id": f"reembed-{source.release_id}",
+        "embedder": {
+            "identity": identity,
+            "model_id": embedder.model_id,
+            "dimension": int(vectors.shape[1]) if len(vectors) else embedder.dimension,
+        },
+        "counts": {
+            "documents": counts_before["documents"],
+            "chunks": len(chunks),
+            "kept": 0,
+            "new": len(chunks),
+            "segments": 1,
+            "compacted": False,
+        },
+        "segments": [{"id": segment.segment_id, "rows": segment.rows, "live": segment.rows}],
+        "provenance": provenance or {},
+    }
+    release = repository.write_release(
+        manifest, [np.ones(segment.rows, dtype=bool)], source.documents
+    )
+    report = EmbeddingReport(len(chunks), 0, 0, time.perf_counter() - started)
+    return release, report
+
+
 def corpus_hash(documents: Sequence[Document]) -> str:
     """One digest of every document's id and content: equal corpora, equal hash."""
     digest = hashlib.sha256()

@@ -47,6 +47,10 @@ from aiplatform_dagster.rag.ingest.documents import Document
 
 FORMAT_VERSION = 1
 CURRENT = "current"
+CANDIDATE = "candidate"
+"""Names the release a challenger embedder built, beside the one queries read."""
+ROLLBACK = "rollback"
+"""Names what ``current`` named before the last embedder promotion: where a rollback returns."""
 MANIFEST_FILE = "manifest.json"
 DOCUMENTS_FILE = "documents.parquet"
 LIVE_FILE = "live.npz"
@@ -286,6 +290,18 @@ class IndexRepository:
                     "starts from the new release."
                 )
             self._write_pointer(name, release_id, previous)
+
+    def clear_pointer(self, name: str, expected: str) -> None:
+        """Remove pointer ``name`` if it still names ``expected``; retention may then delete the
+        release it held."""
+        with self.writer_lock(f"clear {name}"):
+            previous = self.pointer(name)
+            if previous != expected:
+                raise ReleaseError(
+                    f"{name!r} names {previous}, not {expected}: someone moved it; nothing "
+                    "was cleared"
+                )
+            self._pointer_path(name).unlink()
 
     def apply_retention(
         self, retention: Retention, on_delete: Callable[[str], None] | None = None
