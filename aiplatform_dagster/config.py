@@ -75,8 +75,9 @@ class EmbeddingSettings(Section):
     )
     model: str | None = Field(
         default=None,
-        description="sentence-transformers folder (default: packaged all-MiniLM-L6-v2), or the "
-        "OpenAI embeddings model (default text-embedding-3-small).",
+        description="sentence-transformers folder (default: packaged all-MiniLM-L6-v2), "
+        "models:/embedder@champion (the platform's fine-tuned embedder: each release keeps the "
+        "version that built it), or the OpenAI embeddings model (default text-embedding-3-small).",
     )
     device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
     batch_size: int = Field(default=64, gt=0, description="Texts per encoder batch.")
@@ -124,7 +125,9 @@ class ReleaseSettings(Section):
 class RerankerSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_RERANKER_"
     model: str | None = Field(
-        default=None, description="CrossEncoder folder, hub name or MLflow URI."
+        default=None,
+        description="CrossEncoder folder, hub name or MLflow URI (models:/reranker@champion "
+        "follows the alias).",
     )
     device: str = Field(default="cpu", description="cpu, cuda or cuda:N.")
 

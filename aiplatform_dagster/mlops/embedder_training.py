@@ -142,7 +142,7 @@ def fine_tune_embedder(
     def embed(texts: list[str]) -> torch.Tensor:
         features = {
             k: v.to(device) if isinstance(v, torch.Tensor) else v
-            for k, v in model.tokenize(texts).items()
+            for k, v in model.preprocess(texts).items()
         }
         return torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
 

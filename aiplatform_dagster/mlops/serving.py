@@ -78,6 +78,18 @@ def registered_folder(target: MlflowTarget, version: ModelVersion, cache_root: P
     return folder
 
 
+def alias_folder(target: MlflowTarget, uri: str, cache_root: Path) -> tuple[str, Path]:
+    """The version ``models:/NAME@ALIAS`` names now and its files on this machine."""
+    name, alias = parse_alias_uri(uri)
+    version = ModelRegistry(target.client()).version(name, alias)
+    if version is None:
+        raise RegistryError(
+            f"{uri}: no version of {name} has the alias {alias!r} in {target.tracking_uri} "
+            "(train and promote one: materialise the training group)"
+        )
+    return version.version, registered_folder(target, version, cache_root)
+
+
 def registered_embedder(
     target: MlflowTarget,
     uri: str,

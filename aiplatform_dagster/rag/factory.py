@@ -5,6 +5,7 @@ never drift apart, and none of this imports Dagster.
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.models.embedders import (
@@ -20,7 +21,7 @@ from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, Vector
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.cache import open_cache
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
-from aiplatform_dagster.rag.query.rerank import load_reranker
+from aiplatform_dagster.rag.query.rerank import Reranker, load_reranker
 from aiplatform_dagster.rag.query.retriever import FusionMethod, HybridConfig, Retriever
 from aiplatform_dagster.rag.query.router import Router, RoutingRules, RuleRouter
 
@@ -48,7 +49,7 @@ def build_embedder(settings: Settings, built_identity: str | None = None) -> Emb
         return registered_embedder(
             mlflow_target(settings),
             config.model,
-            settings.paths.storage_dir / "models",
+            _model_cache(settings),
             config.device,
             config.batch_size,
             built_identity,
@@ -148,14 +149,47 @@ def build_router(settings: Settings) -> Router:
     return load_registered_router(mlflow_target(settings), settings.query.router_model)
 
 
-def router_version(settings: Settings) -> str | None:
-    """The version the configured router alias names now; None for the rules."""
-    if settings.query.router_model is None:
-        return None
+def build_reranker(settings: Settings) -> Reranker | None:
+    """The configured cross-encoder, if any. A registry alias (models:/reranker@champion) is
+    resolved through the platform's MLflow to the version it names now, downloaded once."""
+    model = settings.reranker.model
+    if not _is_alias(model):
+        return load_reranker(model, settings.reranker.device)
+    from aiplatform_dagster.mlops.serving import alias_folder
+    from aiplatform_dagster.mlops.tracking import mlflow_target
+
+    _, folder = alias_folder(mlflow_target(settings), model, _model_cache(settings))
+    return load_reranker(str(folder), settings.reranker.device)
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    """The registry versions the configured aliases name now (None: not an alias)."""
+
+    router: str | None
+    reranker: str | None
+
+
+def model_versions(settings: Settings) -> ModelVersions:
+    """A cheap look at the aliases a long-running engine follows, before loading anything."""
     from aiplatform_dagster.mlops.serving import alias_version
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    return alias_version(mlflow_target(settings), settings.query.router_model)
+    target = mlflow_target(settings)
+    router, reranker = settings.query.router_model, settings.reranker.model
+    return ModelVersions(
+        router=alias_version(target, router) if router else None,
+        reranker=alias_version(target, reranker) if _is_alias(reranker) else None,
+    )
+
+
+def _is_alias(model: str | None) -> bool:
+    return bool(model) and model.startswith(REGISTRY_URI_PREFIX) and "@" in model
+
+
+def _model_cache(settings: Settings) -> Path:
+    """Where registry versions are downloaded to, once per version."""
+    return settings.paths.storage_dir / "models"
 
 
 def build_query_engine(
@@ -165,6 +199,7 @@ def build_query_engine(
     backend: VectorBackend | None = None,
     recorder: QueryRecorder | None = None,
     router: Router | None = None,
+    reranker: Reranker | None = None,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
@@ -181,7 +216,7 @@ def build_query_engine(
         embedder.count_tokens,
         router=router or build_router(settings),
         defaults=query_options(settings),
-        reranker=load_reranker(settings.reranker.model, settings.reranker.device),
+        reranker=reranker if reranker is not None else build_reranker(settings),
         llm=llm.build_client() if llm.is_configured else None,
         llm_model=llm.model if llm.is_configured else None,
         cache=open_cache(
@@ -197,21 +232,21 @@ def build_query_engine(
 
 @dataclass(frozen=True)
 class Reload:
-    """What one ``refresh`` did: moved to a new release or router version, stayed, or stayed
+    """What one ``refresh`` did: moved to a new release or model version, stayed, or stayed
     after an error."""
 
     release_id: str
     moved: bool
+    versions: ModelVersions
     error: str | None = None
-    router_version: str | None = None
 
 
 class LiveQueryEngine:
-    """The engine over whatever ``current`` names, with the router version its alias names,
-    swapped without a restart.
+    """The engine over whatever ``current`` names, with the router and reranker versions their
+    aliases name, swapped without a restart.
 
     A query in flight keeps the engine it started with; ``refresh`` builds the new engine
-    completely before swapping, and a release or router that fails to load leaves the previous
+    completely before swapping, and a release or model that fails to load leaves the previous
     engine serving (the error is returned, never raised into a request).
     """
 
@@ -224,8 +259,10 @@ class LiveQueryEngine:
         self._backend = build_vector_backend(settings)
         self._recorder = start_recorder(settings, lambda texts: self._embedder.encode(texts))
         self._lock = threading.Lock()
+        self._versions = model_versions(settings)
         self._router = build_router(settings)
-        self._engine = self._build(self._release, self._router, self._embedder)
+        self._reranker = build_reranker(settings)
+        self._engine = self._build(self._release, self._embedder, self._router, self._reranker)
 
     @property
     def engine(self) -> QueryEngine:
@@ -236,33 +273,40 @@ class LiveQueryEngine:
         return self._engine.retriever.release_id or ""
 
     @property
-    def router_version(self) -> str | None:
-        return self._router.version
+    def versions(self) -> ModelVersions:
+        return self._versions
 
     def refresh(self) -> Reload:
-        """Move to the release ``current`` names and the router version its alias names, if
-        either changed since the last build."""
+        """Move to the release ``current`` names and the model versions the aliases name, if any
+        changed since the last build."""
         with self._lock:
-            current, version = self.release_id, self.router_version
+            current, versions = self.release_id, self._versions
             try:
                 target = self._repository.pointer(self._pointer)
                 release_moved = target is not None and target != current
-                router_moved = router_version(self._settings) != version
-                if not (release_moved or router_moved):
-                    return Reload(current, moved=False, router_version=version)
+                now = model_versions(self._settings)
+                if not release_moved and now == versions:
+                    return Reload(current, moved=False, versions=versions)
                 release = self._repository.open(target).load() if release_moved else self._release
-                router = build_router(self._settings) if router_moved else self._router
+                router = self._router if now.router == versions.router else None
+                reranker = self._reranker if now.reranker == versions.reranker else None
                 embedder = self._embedder
                 if release.embedder_identity != self._release.embedder_identity:
                     embedder = build_embedder(self._settings, release.embedder_identity)
-                self._engine = self._build(release, router, embedder)
-                self._release, self._router, self._embedder = release, router, embedder
-                return Reload(self.release_id, moved=True, router_version=router.version)
+                router = router or build_router(self._settings)
+                if reranker is None and now.reranker is not None:
+                    reranker = build_reranker(self._settings)
+                self._engine = self._build(release, embedder, router, reranker)
+                self._release, self._embedder, self._versions = release, embedder, now
+                self._router, self._reranker = router, reranker
+                return Reload(self.release_id, moved=True, versions=now)
             except Exception as error:  # any failure keeps the last good engine serving
                 message = f"{type(error).__name__}: {error}"
-                return Reload(current, moved=False, error=message, router_version=version)
+                return Reload(current, moved=False, versions=versions, error=message)
 
-    def _build(self, release: Release, router: Router, embedder: Embedder) -> QueryEngine:
+    def _build(
+        self, release: Release, embedder: Embedder, router: Router, reranker: Reranker | None
+    ) -> QueryEngine:
         return build_query_engine(
-            self._settings, release, embedder, self._backend, self._recorder, router
+            self._settings, release, embedder, self._backend, self._recorder, router, reranker
         )

@@ -43,7 +43,7 @@ def test_refresh_moves_to_the_version_the_champion_alias_names(tmp_path: Path, e
     good = register(target, frame)
     registry.promote(NAME, good, "first", "test")
     live = factory.LiveQueryEngine(settings)
-    assert live.router_version == good
+    assert live.versions.router == good
     assert live.refresh().moved is False
 
     swapped = frame.assign(label=frame["label"].map({"bm25": "hybrid", "hybrid": "bm25"}))
@@ -51,7 +51,7 @@ def test_refresh_moves_to_the_version_the_champion_alias_names(tmp_path: Path, e
     registry.promote(NAME, worse, "forced by hand", "test")
     in_flight = live.engine
     reload = live.refresh()
-    assert (reload.moved, reload.release_id, reload.router_version) == (True, release, worse)
+    assert (reload.moved, reload.release_id, reload.versions.router) == (True, release, worse)
     long_question = prepare_query(LONG.format("paging policy"))
     assert live.engine.route(long_question, live.engine.defaults).mode.value == "bm25"
     assert in_flight.route(long_question, in_flight.defaults).mode.value == "hybrid"
@@ -59,4 +59,4 @@ def test_refresh_moves_to_the_version_the_champion_alias_names(tmp_path: Path, e
     registry.client.delete_registered_model_alias(NAME, "champion")
     broken = live.refresh()
     assert broken.moved is False and "no version" in broken.error
-    assert live.router_version == worse and live.engine.ask("When does a page escalate?").sources
+    assert live.versions.router == worse and live.engine.ask("When does a page escalate?").sources
