@@ -218,6 +218,16 @@ class MlflowSettings(Section):
     )
 
 
+class TrainingSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_TRAINING_"
+    benchmark_path: Path | None = Field(
+        default=None,
+        description="Labelled BEIR folder (qrels/train.tsv) the training group learns from, also "
+        "when the drift sensor or the schedule starts it (unset: the golden set, which has no "
+        "train split, so nothing is trained).",
+    )
+
+
 class MonitoringSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_MONITORING_"
     query_log: bool = Field(default=True, description="Record each query's features for drift.")
@@ -255,6 +265,7 @@ class Settings(BaseModel):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":

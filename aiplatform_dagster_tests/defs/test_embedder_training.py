@@ -95,6 +95,7 @@ def test_fine_tune_gate_promote_refuse_and_roll_back_with_the_release(
     env: dict[str, str],
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = load_settings()
     repository = factory.open_repository(settings)
@@ -104,7 +105,8 @@ def test_fine_tune_gate_promote_refuse_and_roll_back_with_the_release(
     name = target.model_name("embedder")
     registry = ModelRegistry(target.client())
     benchmark = write_codename_benchmark(tmp_path / "codenames")
-    pairs_config = {"benchmark_path": str(benchmark), "dev_fraction": 0.3, "min_dev_queries": 5}
+    monkeypatch.setenv("AIPLATFORM_TRAINING_BENCHMARK_PATH", str(benchmark))  # as sensors run it
+    pairs_config = {"dev_fraction": 0.3, "min_dev_queries": 5}
 
     labelled = dg.materialize(
         [retrieval_training_pairs, retrieval_training_pairs_are_valid],

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from aiplatform_dagster.config import Settings
 from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
@@ -30,7 +31,8 @@ class LabelledDataConfig(dg.Config):
     benchmark_path: str | None = Field(
         default=None,
         description="BEIR folder whose train qrels label the queries (e.g. ../shared/datasets/"
-        "scifact). Unset: the golden set, which has only a test split, so nothing is trained.",
+        "scifact). Unset: AIPLATFORM_TRAINING_BENCHMARK_PATH; unset too, the golden set, which "
+        "has only a test split, so nothing is trained.",
     )
     split: str = Field(default="train", description="Qrels split to label; never 'test'.")
     dev_fraction: float = Field(
@@ -42,9 +44,15 @@ class LabelledDataConfig(dg.Config):
         description="Fewer dev queries than this: skip rather than train on noise.",
     )
 
-    def refuse_test_split(self) -> None:
+    def benchmark(self, settings: Settings) -> Path | None:
+        """This run's labelled folder, else the platform's (None: nothing to learn from).
+
+        Refuses the test split: it is for final measurement only.
+        """
         if self.split == "test":
             raise ValueError("split 'test' is for final measurement only; label 'train' (or 'dev')")
+        chosen = self.benchmark_path or settings.training.benchmark_path
+        return Path(chosen).resolve() if chosen else None
 
 
 @dg.asset(
@@ -73,9 +81,8 @@ def router_training_data(
         training_frame,
     )
 
-    config.refuse_test_split()
     settings = platform.settings()
-    benchmark = Path(config.benchmark_path) if config.benchmark_path else None
+    benchmark = config.benchmark(settings)
     try:
         opened = open_benchmark(
             benchmark,
@@ -86,8 +93,9 @@ def router_training_data(
         )
     except (BeirDatasetError, FileNotFoundError) as error:
         context.log.warning(
-            f"No router training data, so nothing is trained: {error}. Set benchmark_path to a "
-            "BEIR folder with qrels/train.tsv (e.g. ../shared/datasets/scifact)."
+            f"No router training data, so nothing is trained: {error}. Set "
+            "AIPLATFORM_TRAINING_BENCHMARK_PATH (or this run's benchmark_path) to a BEIR folder "
+            "with qrels/train.tsv (e.g. ../shared/datasets/scifact)."
         )
         return
     scores = score_modes(opened.engine, opened.queries, opened.qrels)

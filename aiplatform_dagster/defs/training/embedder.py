@@ -49,15 +49,15 @@ def retrieval_training_pairs(
     from aiplatform_dagster.evaluation.beir import BeirDatasetError, load_beir
     from aiplatform_dagster.mlops.embedder_training import training_pairs
 
-    config.refuse_test_split()
-    if config.benchmark_path is None:
+    settings = platform.settings()
+    folder = config.benchmark(settings)
+    if folder is None:
         context.log.warning(
-            "No benchmark_path: the golden set has only a test split, so nothing is trained. "
-            "Set benchmark_path to a BEIR folder with qrels/train.tsv (e.g. "
-            "../shared/datasets/scifact)."
+            "No labelled data: the golden set has only a test split, so nothing is trained. Set "
+            "AIPLATFORM_TRAINING_BENCHMARK_PATH (or this run's benchmark_path) to a BEIR folder "
+            "with qrels/train.tsv (e.g. ../shared/datasets/scifact)."
         )
         return
-    folder = Path(config.benchmark_path).resolve()
     try:
         dataset = load_beir(folder, config.split)
     except (BeirDatasetError, FileNotFoundError) as error:
@@ -73,7 +73,7 @@ def retrieval_training_pairs(
         return
     data = pairs.to_parquet(index=False)
     version = hashlib.sha256(data).hexdigest()[:16]
-    path = platform.settings().paths.storage_dir / "training" / "retrieval_pairs"
+    path = settings.paths.storage_dir / "training" / "retrieval_pairs"
     path.mkdir(parents=True, exist_ok=True)
     (path / f"{version}.parquet").write_bytes(data)
     by_split = pairs.groupby("split").agg(pairs=("doc_id", "size"), queries=("query_id", "nunique"))
