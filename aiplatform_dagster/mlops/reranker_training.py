@@ -61,6 +61,9 @@ class RerankerBudget:
     candidates: int = 30
     """Hybrid candidates per training query, from which the group is sampled."""
     learning_rate: float = 3e-5
+    head_learning_rate: float = 1e-3
+    """The fresh scoring head's rate: at the encoder's rate it stays near its tiny random
+    start for a short budget, every score ties and the loss stays at chance (seen here)."""
     max_length: int = 256
     """Tokens of query plus passage; SciFact chunks are at most 240 embedder tokens."""
     seed: int = 0
@@ -267,7 +270,14 @@ def _fit(
     total = per_epoch * budget.epochs
     if budget.max_steps is not None:
         total = min(total, budget.max_steps)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=budget.learning_rate)
+    head = [p for name, p in network.named_parameters() if name.startswith("classifier.")]
+    encoder = [p for name, p in network.named_parameters() if not name.startswith("classifier.")]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": encoder, "lr": budget.learning_rate},
+            {"params": head, "lr": budget.head_learning_rate},
+        ]
+    )
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, total // 10), total)
     network.train()
     losses: list[float] = []
