@@ -46,7 +46,7 @@ def score_embedders(
             benchmark,
             split,
             lambda release, embedder=embedder: factory.build_query_engine(
-                settings, release, embedder=embedder
+                settings, release, embedder=embedder, registry_models=False
             ),
             embedder,
             settings.paths.storage_dir / "benchmarks",

@@ -90,6 +90,17 @@ def alias_folder(target: MlflowTarget, uri: str, cache_root: Path) -> tuple[str,
     return version.version, registered_folder(target, version, cache_root)
 
 
+def optional_alias_folder(
+    target: MlflowTarget, uri: str, cache_root: Path
+) -> tuple[str, Path] | None:
+    """Like ``alias_folder``, but None while nothing was ever registered under the name: the
+    state before the first training, when the query path runs without that model."""
+    name, _ = parse_alias_uri(uri)
+    if not ModelRegistry(target.client()).has_versions(name):
+        return None
+    return alias_folder(target, uri, cache_root)
+
+
 def registered_embedder(
     target: MlflowTarget,
     uri: str,

@@ -151,15 +151,16 @@ def build_router(settings: Settings) -> Router:
 
 def build_reranker(settings: Settings) -> Reranker | None:
     """The configured cross-encoder, if any. A registry alias (models:/reranker@champion) is
-    resolved through the platform's MLflow to the version it names now, downloaded once."""
+    resolved through the platform's MLflow to the version it names now, downloaded once; until
+    the first training registers a version, there is none (search without reranking)."""
     model = settings.reranker.model
     if not _is_alias(model):
         return load_reranker(model, settings.reranker.device)
-    from aiplatform_dagster.mlops.serving import alias_folder
+    from aiplatform_dagster.mlops.serving import optional_alias_folder
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    _, folder = alias_folder(mlflow_target(settings), model, _model_cache(settings))
-    return load_reranker(str(folder), settings.reranker.device)
+    found = optional_alias_folder(mlflow_target(settings), model, _model_cache(settings))
+    return load_reranker(str(found[1]), settings.reranker.device) if found else None
 
 
 @dataclass(frozen=True)
@@ -200,10 +201,14 @@ def build_query_engine(
     recorder: QueryRecorder | None = None,
     router: Router | None = None,
     reranker: Reranker | None = None,
+    registry_models: bool = True,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
     Refuses a release whose vectors another embedder built: its scores would be meaningless.
+    ``registry_models=False`` leaves out the trained router and reranker (the rules, no
+    reranking): engines that only retrieve, for training and the gates, never depend on what
+    the registry serves.
     """
     release = release or open_repository(settings).open_pointer(CURRENT)
     embedder = embedder or build_embedder(settings, release.embedder_identity)
@@ -214,9 +219,9 @@ def build_query_engine(
     return QueryEngine(
         Retriever.from_release(release, embedder, backend.open(release)),
         embedder.count_tokens,
-        router=router or build_router(settings),
+        router=router or (build_router(settings) if registry_models else rule_router(settings)),
         defaults=query_options(settings),
-        reranker=reranker if reranker is not None else build_reranker(settings),
+        reranker=reranker or (build_reranker(settings) if registry_models else None),
         llm=llm.build_client() if llm.is_configured else None,
         llm_model=llm.model if llm.is_configured else None,
         cache=open_cache(

@@ -87,7 +87,7 @@ def router_training_data(
         opened = open_benchmark(
             benchmark,
             config.split,
-            lambda release: factory.build_query_engine(settings, release),
+            lambda release: factory.build_query_engine(settings, release, registry_models=False),
             factory.build_embedder(settings),
             settings.paths.storage_dir / "benchmarks",
         )
