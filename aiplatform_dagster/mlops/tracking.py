@@ -94,7 +94,9 @@ class TrackedRun:
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / Path(artifact_file).name
             path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-            self.client.log_artifact(self.run_id, str(path), str(Path(artifact_file).parent or ""))
+            folder = Path(artifact_file).parent
+            where = None if folder == Path() else str(folder)  # MLflow refuses "." as a folder
+            self.client.log_artifact(self.run_id, str(path), where)
 
     def log_folder(self, folder: Path, artifact_path: str) -> str:
         """Upload ``folder`` as ``artifact_path``; return its ``runs:/`` URI."""

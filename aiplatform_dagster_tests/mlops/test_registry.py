@@ -50,6 +50,15 @@ def test_a_run_ends_finished_with_its_tags_or_failed_with_the_error(target: Mlfl
     with tracked_run(target, "ok", {"dagster/run_id": "abc"}) as run:
         run.log_params({"lr": 2e-5})
         run.log_metrics({"loss": 0.25})
+        run.log_dict({"w": 0.8}, "interpolation.json")  # at the root: no folder
+        run.log_dict({"hybrid": 0.7}, "evaluation/holdout.json")
+    assert {a.path for a in client.list_artifacts(run.run_id)} == {
+        "interpolation.json",
+        "evaluation",
+    }
+    assert [a.path for a in client.list_artifacts(run.run_id, "evaluation")] == [
+        "evaluation/holdout.json"
+    ]
     stored = client.get_run(run.run_id)
     assert stored.info.status == "FINISHED"
     assert stored.data.tags["dagster/run_id"] == "abc"
