@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.dagster_dev import (
@@ -24,16 +24,16 @@ from aiplatform_dagster_tests.dagster_dev import (
     PROJECT_ROOT,
     dagster_dev,
     instance_home,
-    wait_until,
+)
+from aiplatform_dagster_tests.ui.dagster_ui import (
+    SHOTS,
+    DagsterUI,
+    chromium,
+    open_ui,
+    wait_for_materialisations,
 )
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = Path(os.environ.get("AIPLATFORM_TEST_CHROMIUM", "/usr/bin/chromium"))
-ARTIFACTS = Path(os.environ.get("AIPLATFORM_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
-SHOTS = ARTIFACTS / "ui"
-RUN_SECONDS = 420
-"""Longest wait for one run: the first build loads the model in every step process."""
 
 BINARY_FILE = "contracts/scanned_contract.txt"
 NEW_DOCUMENT = "operations/quarterly_failover_drill.md"
@@ -43,32 +43,6 @@ Every quarter the platform team runs the BLUEHERON failover drill: the primary r
 drained, traffic moves to the standby region, and the query API must keep answering within
 its p95 latency objective. The drill ends with a written review within five working days.
 """
-
-
-class DagsterUI:
-    """The pages a user visits, reached by clicking as a user does."""
-
-    def __init__(self, page: Page, shots: Path) -> None:
-        self.page = page
-        self.shots = shots
-
-    def shot(self, name: str) -> None:
-        self.page.screenshot(path=self.shots / f"{name}.png")
-
-    def nav(self, name: str) -> None:
-        """Click an entry of the left navigation (other links share its names)."""
-        self.page.locator("a[class*=MainNavigation_link]", has_text=name).click()
-
-    def open_asset(self, key: str) -> None:
-        self.nav("Catalog")
-        self.page.get_by_role("link", name=re.compile(rf"^{key}\b")).first.click()
-        expect(self.page).to_have_url(re.compile(rf"/assets/{key}"))
-
-    def wait_for_run_end(self) -> str:
-        """On a run's page: wait until it ends; return Success, Failure or Canceled."""
-        status = self.page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
-        expect(status).to_be_visible(timeout=RUN_SECONDS * 1000)
-        return status.inner_text()
 
 
 @pytest.fixture
@@ -110,33 +84,15 @@ def dagster_url(env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (CI's .ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def ui(browser: Browser, dagster_url: str) -> Iterator[DagsterUI]:
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    expect.set_options(timeout=30_000)
-    wait_until(lambda: _serves(page, dagster_url), 180, "the Dagster UI serving the location")
-    yield DagsterUI(page, SHOTS)
-    page.close()
-
-
-def _serves(page: Page, url: str) -> bool:
-    try:
-        page.goto(url, timeout=10_000)
-    except Exception:  # connection refused while dagster dev starts
-        return False
-    return True
+    ui = open_ui(browser, dagster_url)
+    yield ui
+    ui.page.close()
 
 
 def test_a_data_scientists_day_in_the_dagster_ui(
@@ -210,7 +166,7 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     # The new release is evaluated on its own (declarative automation): its scores, per mode.
     ui.open_asset("retrieval_eval")
     page.get_by_role("tab", name="Events").click()
-    _wait_for_materialisations(ui, count=1)
+    wait_for_materialisations(ui, count=1)
     page.get_by_role("tab", name="Overview").click()
     page.get_by_placeholder("Filter metadata keys").fill("summary")
     for mode in ("bm25", "dense", "hybrid", "routed"):
@@ -238,7 +194,7 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     # Evaluation over time: retrieval_eval re-ran for the new release; two points per plot.
     ui.open_asset("retrieval_eval")
     page.get_by_role("tab", name="Events").click()
-    _wait_for_materialisations(ui, count=2)
+    wait_for_materialisations(ui, count=2)
     page.get_by_role("tab", name="Overview").click()
     page.get_by_role("button", name="Plots").click()
     chart = page.get_by_text("golden/hybrid/ndcg@10", exact=True)
@@ -258,20 +214,3 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     expect(page.get_by_text(re.compile("one ingestion_job run per change"))).to_be_visible()
     expect(page.get_by_text(re.compile("^Loading ticks"))).to_have_count(0, timeout=60_000)
     ui.shot("12-new-documents-sensor")
-
-
-def _wait_for_materialisations(ui: DagsterUI, count: int) -> None:
-    """The Events tab lists one entry per materialisation, each headed by its time (the
-    selected one's time is repeated in a span); reload until ``count`` are listed."""
-    stamp = re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")
-    last = ui.page.get_by_text(stamp).and_(ui.page.locator("div")).nth(count - 1)
-
-    def listed() -> bool:
-        try:
-            expect(last).to_be_visible(timeout=15_000)
-        except AssertionError:
-            ui.page.reload()
-            return False
-        return True
-
-    wait_until(listed, RUN_SECONDS, f"{count} materialisations of retrieval_eval")
