@@ -32,20 +32,11 @@ def parse_alias_uri(uri: str) -> tuple[str, str]:
     return match["name"], match["alias"]
 
 
-def load_registered_router(target: MlflowTarget, uri: str) -> TrainedRouter:
-    """The router version the alias names now, downloaded from its run's artifacts."""
+def load_registered_router(target: MlflowTarget, uri: str, cache_root: Path) -> TrainedRouter:
+    """The router version the alias names now (downloaded once into ``cache_root``)."""
+    version, folder = alias_folder(target, uri, cache_root)
     name, alias = parse_alias_uri(uri)
-    version = ModelRegistry(target.client()).version(name, alias)
-    if version is None:
-        raise RegistryError(
-            f"{uri}: no version of {name} has the alias {alias!r} in {target.tracking_uri} "
-            "(train and promote one: materialise the training group)"
-        )
-    folder = mlflow.artifacts.download_artifacts(
-        artifact_uri=version.source, tracking_uri=target.tracking_uri
-    )
-    label = f"trained router {name} v{version.version} (@{alias})"
-    return load_router(Path(folder), label, version.version)
+    return load_router(folder, f"trained router {name} v{version} (@{alias})", version)
 
 
 def alias_version(target: MlflowTarget, uri: str) -> str | None:

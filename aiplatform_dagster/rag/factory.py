@@ -49,7 +49,7 @@ def build_embedder(settings: Settings, built_identity: str | None = None) -> Emb
         return registered_embedder(
             mlflow_target(settings),
             config.model,
-            _model_cache(settings),
+            model_cache(settings),
             config.device,
             config.batch_size,
             built_identity,
@@ -146,7 +146,9 @@ def build_router(settings: Settings) -> Router:
     from aiplatform_dagster.mlops.serving import load_registered_router
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    return load_registered_router(mlflow_target(settings), settings.query.router_model)
+    return load_registered_router(
+        mlflow_target(settings), settings.query.router_model, model_cache(settings)
+    )
 
 
 def build_reranker(settings: Settings) -> Reranker | None:
@@ -159,7 +161,7 @@ def build_reranker(settings: Settings) -> Reranker | None:
     from aiplatform_dagster.mlops.serving import optional_alias_folder
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    found = optional_alias_folder(mlflow_target(settings), model, _model_cache(settings))
+    found = optional_alias_folder(mlflow_target(settings), model, model_cache(settings))
     return load_reranker(str(found[1]), settings.reranker.device) if found else None
 
 
@@ -188,7 +190,7 @@ def _is_alias(model: str | None) -> bool:
     return bool(model) and model.startswith(REGISTRY_URI_PREFIX) and "@" in model
 
 
-def _model_cache(settings: Settings) -> Path:
+def model_cache(settings: Settings) -> Path:
     """Where registry versions are downloaded to, once per version."""
     return settings.paths.storage_dir / "models"
 

@@ -5,7 +5,6 @@ that moves both back. The task (codenames, see mlops/codenames.py) is one the pa
 cannot do and a few seconds of fine-tuning can."""
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +13,6 @@ import pytest
 
 from aiplatform_dagster import cli
 from aiplatform_dagster.config import load_settings
-from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.defs.training.assets import GATE_TAG
 from aiplatform_dagster.defs.training.checks import retrieval_training_pairs_are_valid
 from aiplatform_dagster.defs.training.embedder import (
@@ -32,6 +30,7 @@ from aiplatform_dagster.rag.index.releases import CANDIDATE, CURRENT
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.retriever import SearchMode
+from aiplatform_dagster_tests.defs.results import values
 from aiplatform_dagster_tests.mlops.codenames import write_codename_benchmark, write_guides
 
 pytestmark = pytest.mark.slow
@@ -40,37 +39,13 @@ TRAINING = {"epochs": 4, "batch_size": 12, "learning_rate": 1e-4}
 
 
 @pytest.fixture
-def env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    variables = {
-        "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
-        "AIPLATFORM_DOCUMENTS_DIR": str(write_guides(tmp_path / "guides")),
-        "AIPLATFORM_MLFLOW_TRACKING_URI": mlflow_server,
-        "AIPLATFORM_MLFLOW_EXPERIMENT": f"test-{uuid.uuid4().hex[:8]}",
-        "AIPLATFORM_MLFLOW_MODEL_PREFIX": prefix,
-        "AIPLATFORM_EMBEDDING_MODEL": f"models:/{prefix}embedder@champion",
-        "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return variables
-
-
-@pytest.fixture
-def resources(env: dict[str, str]) -> dict[str, dg.ConfigurableResource]:
-    platform = PlatformResource()
-    return {"platform": platform, "mlflow": MlflowResource(platform=platform)}
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
-def values(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
-    [event] = result.asset_materializations_for_node(asset.node_def.name)
-    return {key: value.value for key, value in event.metadata.items()}
+def guides(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The platform's documents: the codename guides; the embedder follows the registry."""
+    folder = write_guides(tmp_path / "guides")
+    monkeypatch.setenv("AIPLATFORM_DOCUMENTS_DIR", str(folder))
+    prefix = env["AIPLATFORM_MLFLOW_MODEL_PREFIX"]
+    monkeypatch.setenv("AIPLATFORM_EMBEDDING_MODEL", f"models:/{prefix}embedder@champion")
+    return folder
 
 
 def train_and_gate(instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteInProcessResult:
@@ -92,14 +67,14 @@ def top_document(question: str) -> str:
 def test_fine_tune_gate_promote_refuse_and_roll_back_with_the_release(
     instance: dg.DagsterInstance,
     resources: dict,
-    env: dict[str, str],
+    guides: Path,
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = load_settings()
     repository = factory.open_repository(settings)
-    documents, _ = load_documents(Path(env["AIPLATFORM_DOCUMENTS_DIR"]))
+    documents, _ = load_documents(guides)
     original = ingest(repository, documents, embedder).release.release_id
     target = resources["mlflow"].target()
     name = target.model_name("embedder")

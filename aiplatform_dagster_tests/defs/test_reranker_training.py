@@ -2,15 +2,12 @@
 hybrid candidates of the train queries wins the gate over hybrid alone on the dev queries, an
 undertrained challenger is refused, and the query path serves the champion by its alias."""
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from aiplatform_dagster.config import load_settings
-from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.defs.training.assets import GATE_TAG
 from aiplatform_dagster.defs.training.embedder import retrieval_training_pairs
 from aiplatform_dagster.defs.training.reranker import reranker_model, reranker_validation
@@ -19,6 +16,7 @@ from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
+from aiplatform_dagster_tests.defs.results import values
 from aiplatform_dagster_tests.mlops.codenames import write_codename_benchmark, write_guides
 
 pytestmark = pytest.mark.slow
@@ -28,41 +26,26 @@ TRAINING = {"epochs": 6, "candidates": 12, "learning_rate": 1e-4}
 
 
 @pytest.fixture
-def env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    prefix = f"t{uuid.uuid4().hex[:8]}_"
-    variables = {
-        "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
-        "AIPLATFORM_DOCUMENTS_DIR": str(write_guides(tmp_path / "guides")),
-        "AIPLATFORM_MLFLOW_TRACKING_URI": mlflow_server,
-        "AIPLATFORM_MLFLOW_EXPERIMENT": f"test-{uuid.uuid4().hex[:8]}",
-        "AIPLATFORM_MLFLOW_MODEL_PREFIX": prefix,
-        "AIPLATFORM_TRAINING_BENCHMARK_PATH": str(write_codename_benchmark(tmp_path / "codes")),
-        "AIPLATFORM_RERANKER_MODEL": f"models:/{prefix}reranker@champion",
-        "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return variables
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
-
-
-def values(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
-    [event] = result.asset_materializations_for_node(asset.node_def.name)
-    return {key: value.value for key, value in event.metadata.items()}
+def guides(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The codename guides as documents and as labelled data; the query path follows the
+    reranker's champion alias."""
+    folder = write_guides(tmp_path / "guides")
+    monkeypatch.setenv("AIPLATFORM_DOCUMENTS_DIR", str(folder))
+    benchmark = write_codename_benchmark(tmp_path / "codes")
+    monkeypatch.setenv("AIPLATFORM_TRAINING_BENCHMARK_PATH", str(benchmark))
+    prefix = env["AIPLATFORM_MLFLOW_MODEL_PREFIX"]
+    monkeypatch.setenv("AIPLATFORM_RERANKER_MODEL", f"models:/{prefix}reranker@champion")
+    return folder
 
 
 def test_train_gate_promote_refuse_and_serve_the_champion_reranker(
-    instance: dg.DagsterInstance, env: dict[str, str], embedder: SentenceTransformerEmbedder
+    instance: dg.DagsterInstance,
+    resources: dict,
+    guides: Path,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
-    platform = PlatformResource()
-    resources = {"platform": platform, "mlflow": MlflowResource(platform=platform)}
     settings = load_settings()
-    documents, _ = load_documents(Path(env["AIPLATFORM_DOCUMENTS_DIR"]))
+    documents, _ = load_documents(guides)
     ingest(factory.open_repository(settings), documents, embedder)
     target = resources["mlflow"].target()
     name = target.model_name("reranker")

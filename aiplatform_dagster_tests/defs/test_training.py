@@ -3,15 +3,12 @@ refuse a worse challenger, report every alias move, load the champion into the q
 back from the command line."""
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from aiplatform_dagster import cli
 from aiplatform_dagster.config import load_settings
-from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.defs.training.assets import (
     FRAME_PATH,
     GATE_TAG,
@@ -25,34 +22,8 @@ from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
 from aiplatform_dagster.mlops.registry import CHALLENGER, CHAMPION, ModelRegistry
 from aiplatform_dagster.mlops.router import training_frame
 from aiplatform_dagster.rag import factory
+from aiplatform_dagster_tests.defs.results import values
 from aiplatform_dagster_tests.mlops.test_router import synthetic_labels
-
-
-@pytest.fixture
-def env(mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This test's storage, experiment and model names on the shared MLflow server; the
-    process environment gets them too, for the command line."""
-    variables = {
-        "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
-        "AIPLATFORM_MLFLOW_TRACKING_URI": mlflow_server,
-        "AIPLATFORM_MLFLOW_EXPERIMENT": f"test-{uuid.uuid4().hex[:8]}",
-        "AIPLATFORM_MLFLOW_MODEL_PREFIX": f"t{uuid.uuid4().hex[:8]}_",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    return variables
-
-
-@pytest.fixture
-def resources(env: dict[str, str]) -> dict[str, dg.ConfigurableResource]:
-    platform = PlatformResource()
-    return {"platform": platform, "mlflow": MlflowResource(platform=platform)}
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.DagsterInstance.ephemeral() as instance:
-        yield instance
 
 
 def labelled(instance: dg.DagsterInstance, folder: Path, swap: bool = False) -> str:
@@ -80,11 +51,6 @@ def train_and_gate(instance: dg.DagsterInstance, resources: dict) -> dg.ExecuteI
     return result
 
 
-def metadata(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
-    [event] = result.asset_materializations_for_node(asset.node_def.name)
-    return {key: value.value for key, value in event.metadata.items()}
-
-
 def test_train_gate_promote_refuse_report_and_roll_back(
     instance: dg.DagsterInstance, resources: dict, env: dict, tmp_path: Path
 ) -> None:
@@ -94,7 +60,7 @@ def test_train_gate_promote_refuse_report_and_roll_back(
 
     dataset_version = labelled(instance, tmp_path)
     first = train_and_gate(instance, resources)
-    model = metadata(first, query_router_model)
+    model = values(first, query_router_model)
     assert (model["model_version"], model["semver"]) == ("1", "1.0.0")
     run = target.client().get_run(model["mlflow_run"].rsplit("/", 1)[-1])
     assert run.data.tags["dagster/asset_key"] == "query_router_model"
@@ -103,14 +69,14 @@ def test_train_gate_promote_refuse_report_and_roll_back(
     assert int(run.data.params["train_queries"]) + int(run.data.params["dev_queries"]) == 120
     artifacts = target.client().list_artifacts(run.info.run_id, "model")
     assert "model/MLmodel" in {artifact.path for artifact in artifacts}
-    gate = metadata(first, query_router_validation)
+    gate = values(first, query_router_validation)
     assert gate["baseline"] == "the rule router" and gate["promoted"] is True
     assert gate["challenger_dev_ndcg@10"] > gate["baseline_dev_ndcg@10"]
     assert registry.version(name, CHAMPION).version == "1"
 
     labelled(instance, tmp_path, swap=True)
     second = train_and_gate(instance, resources)
-    refused = metadata(second, query_router_validation)
+    refused = values(second, query_router_validation)
     assert refused["promoted"] is False and refused["baseline"] == "champion v1"
     assert refused["challenger_dev_ndcg@10"] < refused["baseline_dev_ndcg@10"]
     assert registry.version(name, CHALLENGER).version == "2"
@@ -166,7 +132,7 @@ def test_labelled_data_from_a_train_split_and_a_skip_without_one(
         run_config={"ops": {"router_training_data": {"config": config}}},
     )
     assert result.success
-    data = metadata(result, router_training_data)
+    data = values(result, router_training_data)
     assert data["dagster/row_count"] == 40 and data["benchmark"] == "tiny"
     assert data["train_queries"] + data["dev_queries"] == 40
     [check] = result.get_asset_check_evaluations()

@@ -247,10 +247,11 @@ def query_router_validation(
     if frame_path is None or registry.version(name, "challenger") is None:
         return dg.MaterializeResult(metadata={"decision": "not run: no challenger to validate"})
     dev = pd.read_parquet(frame_path).query("split == 'dev'")
-    candidate = load_registered_router(target, f"models:/{name}@challenger")
+    cache = factory.model_cache(platform.settings())
+    candidate = load_registered_router(target, f"models:/{name}@challenger", cache)
     challenger = candidate.version  # the version loaded, even if the alias moved since
     if registry.version(name, "champion") is not None:
-        baseline = load_registered_router(target, f"models:/{name}@champion")
+        baseline = load_registered_router(target, f"models:/{name}@champion", cache)
         baseline_name = f"champion v{baseline.version}"
     else:
         baseline = factory.rule_router(platform.settings())

@@ -24,6 +24,7 @@ from aiplatform_dagster.defs.training.assets import (
     ValidationConfig,
 )
 from aiplatform_dagster.mlops.names import EMBEDDER
+from aiplatform_dagster.rag import factory
 
 PAIRS_PATH = "pairs_path"
 BENCHMARK_PATH = "benchmark_path"
@@ -214,7 +215,7 @@ def candidate_release(
     repository = platform.repository()
     source = repository.open_pointer()
     embedder = registered_embedder(
-        target, uri, settings.paths.storage_dir / "models", settings.embedding.device
+        target, uri, factory.model_cache(settings), settings.embedding.device
     )
     identity = embedder_identity(embedder)
     if identity == source.embedder_identity:
@@ -290,7 +291,7 @@ def embedder_validation(
         return dg.MaterializeResult(
             metadata={"decision": "not run: no challenger embedder and candidate release yet"}
         )
-    cache = settings.paths.storage_dir / "models"
+    cache = factory.model_cache(settings)
     challenger = registered_embedder(target, f"models:/{name}@{CHALLENGER}", cache)
     candidate = repository.open(candidate_id)
     if embedder_identity(challenger) != candidate.embedder_identity:

@@ -203,7 +203,7 @@ def reranker_validation(
     labelled = open_labelled(context, platform)
     if labelled is None or registry.version(name, CHALLENGER) is None:
         return dg.MaterializeResult(metadata={"decision": "not run: no challenger to validate"})
-    cache = platform.settings().paths.storage_dir / "models"
+    cache = factory.model_cache(platform.settings())
 
     def reranker(alias: str) -> tuple[str, Reranker]:
         version, folder = alias_folder(target, f"models:/{name}@{alias}", cache)
