@@ -99,11 +99,13 @@ class EmbedderTrainingConfig(dg.Config):
         description="sentence-transformers folder to start from (unset: the embedder that built "
         "the current release, the packaged all-MiniLM-L6-v2 on a new platform).",
     )
-    epochs: int = Field(default=1, gt=0)
+    epochs: int = Field(default=3, gt=0)
     batch_size: int = Field(
-        default=32, gt=1, description="Pairs per step; each is a negative for the others."
+        default=32,
+        gt=1,
+        description="Pairs per step; each is a negative for the others.",
     )
-    learning_rate: float = Field(default=2e-5, gt=0)
+    learning_rate: float = Field(default=5e-5, gt=0)
     max_steps: int | None = Field(default=None, gt=0, description="Stop early (a budget).")
     max_seq_length: int = Field(default=256, gt=8, description="Tokens read per text.")
 
