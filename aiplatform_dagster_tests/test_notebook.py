@@ -2,6 +2,7 @@
 budget and a tiny BEIR folder, and its run lands in a real MLflow server with its metrics and
 a model folder the query path can load."""
 
+import re
 import uuid
 from pathlib import Path
 
@@ -49,7 +50,6 @@ def test_the_reranker_notebook_trains_evaluates_and_logs_to_mlflow(
     assert run.data.params["max_steps"] == "2"
     metrics = run.data.metrics
     assert metrics["pairs_per_second"] > 0
-    assert 0 <= metrics["dev_ndcg10_hybrid"] <= 1 and 0 <= metrics["dev_ndcg10_reranked"] <= 1
     assert metrics["dev_ndcg10_gain"] == pytest.approx(
         metrics["dev_ndcg10_reranked"] - metrics["dev_ndcg10_hybrid"]
     )
@@ -58,4 +58,8 @@ def test_the_reranker_notebook_trains_evaluates_and_logs_to_mlflow(
     printed = "".join(
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
+    shown = re.search(r"dev nDCG@10 over \d+ queries: hybrid ([\d.]+), reranked ([\d.]+)", printed)
+    assert shown, printed  # the run records the scores the notebook showed its reader
+    assert f"{metrics['dev_ndcg10_hybrid']:.3f}" == shown[1]
+    assert f"{metrics['dev_ndcg10_reranked']:.3f}" == shown[2]
     assert f"runs:/{run.info.run_id}/reranker" in printed
