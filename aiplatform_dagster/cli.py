@@ -1,4 +1,4 @@
-"""The ``aiplatform`` command: search, ask, evaluate and manage index releases from a terminal.
+"""The ``aiplatform`` command: search, ask, evaluate, manage releases and models, run agents.
 
 It reads the same configuration as the Dagster code location (``aiplatform_dagster/config.py``)
 and builds the query path with the same factory, without importing Dagster.
@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from aiplatform_dagster.agents.commands import add_agent_commands
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_rollback.add_argument("name")
     model_rollback.add_argument("--reason", required=True, help="Why; kept in the alias history.")
     model_rollback.set_defaults(handler=_model_rollback)
+
+    add_agent_commands(commands)
     return parser
 
 

@@ -164,7 +164,8 @@ class CacheSettings(Section):
     redis_url: str | None = Field(
         default=None,
         alias="AIPLATFORM_REDIS_URL",
-        description="Response cache in Redis; unset: SQLite in the storage folder.",
+        description="The platform's Redis: response cache and agents' shared memory (unset: "
+        "SQLite in the storage folder, memory in the process).",
     )
     redis_prefix: str = Field(
         default="aiplatform:cache:",
@@ -249,6 +250,63 @@ class MonitoringSettings(Section):
     )
 
 
+class AgentSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_AGENTS_"
+    registry: Path | None = Field(
+        default=None,
+        description="Agent registry: a YAML file or a folder of them (unset: the packaged "
+        "agents/registry.yaml).",
+    )
+    checkpoint_dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN of agent threads and checkpoints (unset: SQLite in the "
+        "storage folder). PgBouncer in transaction mode works: no prepared statements are used.",
+    )
+    pool_max_size: int = Field(default=10, gt=0, description="Checkpointer connections at most.")
+    pool_max_idle_s: float = Field(
+        default=300.0, gt=0, description="A pooled connection idle this long is closed."
+    )
+    pool_max_lifetime_s: float = Field(
+        default=1800.0, gt=0, description="A pooled connection this old is replaced."
+    )
+    memory_ttl_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Seconds a thread's shared memory lives after its last write (Redis when "
+        "AIPLATFORM_REDIS_URL is set, else in the process).",
+    )
+    memory_prefix: str = Field(
+        default="aiplatform:agents:", description="Redis key prefix of agent memory."
+    )
+    sql_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL DSN the sql_query tool reads (read-only)."
+    )
+    sql_max_rows: int = Field(default=200, gt=0, description="Rows sql_query returns at most.")
+    http_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts http_get may fetch from (unset: none).",
+    )
+    http_max_bytes: int = Field(default=1_000_000, gt=0, description="Largest http_get body.")
+    trace_dir: Path | None = Field(
+        default=None,
+        description="JSON-lines traces, one file per thread (unset: agents/traces in the "
+        "storage folder).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OpenTelemetry collector; when set, agent steps are also exported as spans.",
+    )
+    langsmith_api_key: SecretStr | None = Field(
+        default=None,
+        alias="LANGSMITH_API_KEY",
+        description="When set, LangGraph runs are also traced to LangSmith.",
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Finished threads older than this are pruned."
+    )
+
+
 class Settings(BaseModel):
     """Everything the platform reads, grouped by what it configures."""
 
@@ -267,6 +325,7 @@ class Settings(BaseModel):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
         """A copy with fields of named sections replaced, validated like the environment."""

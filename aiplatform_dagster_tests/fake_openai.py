@@ -23,7 +23,17 @@ from itertools import count
 from types import TracebackType
 from typing import Any, Self
 
-ChatReply = Callable[[list[dict]], str]
+
+@dataclass(frozen=True)
+class ToolCallReply:
+    """A scripted assistant turn that calls tools: ``calls`` are (name, arguments) pairs, the
+    arguments a dict (sent as JSON) or a raw string (to script invalid JSON)."""
+
+    calls: tuple[tuple[str, dict[str, Any] | str], ...]
+    text: str | None = None
+
+
+ChatReply = Callable[[list[dict]], "str | ToolCallReply"]
 
 
 def cite_first_source(messages: list[dict]) -> str:
@@ -134,9 +144,27 @@ class FakeOpenAIServer:
 
     def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages", [])
-        text = self.chat_reply(messages)
-        prompt_tokens = sum(word_count(str(m.get("content", ""))) for m in messages)
-        completion_tokens = word_count(text)
+        reply = self.chat_reply(messages)
+        prompt_tokens = sum(word_count(str(m.get("content") or "")) for m in messages)
+        message: dict[str, Any] = {"role": "assistant", "content": reply, "refusal": None}
+        finish_reason = "stop"
+        if isinstance(reply, ToolCallReply):
+            message["content"] = reply.text
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{next(self._ids)}",
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "arguments": args if isinstance(args, str) else json.dumps(args),
+                    },
+                }
+                for name, args in reply.calls
+            ]
+            finish_reason = "tool_calls"
+        completion_tokens = word_count(str(message["content"] or "")) + sum(
+            word_count(call["function"]["arguments"]) for call in message.get("tool_calls", [])
+        )
         return {
             "id": f"chatcmpl-fake-{next(self._ids)}",
             "object": "chat.completion",
@@ -145,9 +173,9 @@ class FakeOpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": {

@@ -76,6 +76,41 @@ class LLMSettings:
         return OpenAIChatClient(self)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model asked for; ``arguments`` is the JSON text it wrote, unparsed,
+    because a model can write invalid JSON and the tool's schema check must see that."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One assistant turn of a tool-using conversation: text, tool calls, or both."""
+
+    text: str | None
+    tool_calls: tuple[ToolCall, ...]
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation before the tool results."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
 class OpenAIChatClient:
     """``ChatClient`` over the openai package, with retries and actionable errors."""
 
@@ -85,32 +120,55 @@ class OpenAIChatClient:
 
     def complete(self, messages: Sequence[Mapping[str, str]]) -> Completion:
         """One chat completion, retried on transient failures with exponential backoff."""
+        turn = self.chat(messages)
+        if turn.text is None:
+            raise LLMError(
+                f"LLM endpoint {self.settings.endpoint} returned no text; the answer may have "
+                "been filtered or refused"
+            )
+        return Completion(turn.text, turn.prompt_tokens, turn.completion_tokens, turn.model)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] = (),
+        max_tokens: int | None = None,
+    ) -> ChatTurn:
+        """One assistant turn; with ``tools`` (OpenAI function schemas) the model may answer
+        with tool calls instead of text. Retried like ``complete``."""
         settings = self.settings
+        extra: dict[str, Any] = {"tools": [dict(tool) for tool in tools]} if tools else {}
         response = call_with_retries(
             lambda: self._client.chat.completions.create(
                 model=settings.model,
                 messages=[dict(message) for message in messages],
                 temperature=settings.temperature,
-                max_tokens=settings.max_tokens,
+                max_tokens=max_tokens or settings.max_tokens,
+                **extra,
             ),
             RetryPolicy(settings.timeout_s, settings.max_retries, settings.backoff_s),
             f"LLM endpoint {settings.endpoint} (model {settings.model!r})",
             LLM_VARIABLES[bool(settings.azure_endpoint)],
             LLMError,
         )
-        return self._completion(response)
+        return self._turn(response)
 
-    def _completion(self, response: Any) -> Completion:
+    def _turn(self, response: Any) -> ChatTurn:
         choice = response.choices[0] if response.choices else None
-        if choice is None or choice.message.content is None:
+        if choice is None or (choice.message.content is None and not choice.message.tool_calls):
             reason = choice.finish_reason if choice else "no choices"
             raise LLMError(
                 f"LLM endpoint {self.settings.endpoint} returned no text "
                 f"(finish_reason={reason}); the answer may have been filtered or refused"
             )
         usage = response.usage
-        return Completion(
+        calls = tuple(
+            ToolCall(call.id, call.function.name, call.function.arguments or "{}")
+            for call in choice.message.tool_calls or ()
+        )
+        return ChatTurn(
             text=choice.message.content,
+            tool_calls=calls,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             model=response.model or self.settings.model,

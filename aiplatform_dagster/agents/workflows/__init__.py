@@ -1,0 +1,1 @@
+"""LangGraph workflows: one module per execution mode, sharing the governed steps in steps.py."""
