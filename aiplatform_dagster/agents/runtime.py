@@ -177,9 +177,8 @@ class AgentRuntime:
                 "Resuming it here could repeat or skip steps, so it is refused: finish it with the "
                 "release and registry it started on, or start a new thread"
             )
-        graph = self._graph(thread_id, mode)
-        config = _config(thread_id)
-        waiting = graph.get_state(config).interrupts
+        built = self._graph(thread_id, mode)
+        waiting = built[0].get_state(_config(thread_id)).interrupts
         if record.status == ThreadStatus.WAITING:
             if approve is None:
                 raise AgentRunError(
@@ -200,12 +199,13 @@ class AgentRuntime:
                 )
             command = None  # continue from the last checkpoint, e.g. after a crash
         self.threads.save(replace(record, status=ThreadStatus.RUNNING, reason=None))
-        return self._invoke(thread_id, mode, command, graph)
+        return self._invoke(thread_id, mode, command, built)
 
     def waiting(self) -> list[ThreadRecord]:
         return self.threads.waiting()
 
-    def _graph(self, thread_id: str, mode: Mode) -> Any:
+    def _graph(self, thread_id: str, mode: Mode) -> tuple[Any, Services]:
+        """The compiled workflow of ``mode`` and the services its nodes use for this thread."""
         services = self._services_for(thread_id)
         return WORKFLOWS[mode].build(services).compile(checkpointer=self.checkpointer), services
 
