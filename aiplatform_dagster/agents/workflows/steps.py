@@ -18,8 +18,8 @@ from aiplatform_dagster.agents.workflows.services import Services
 from aiplatform_dagster.models.llm import ChatTurn, ToolCall
 
 FAILED_TOOL_STATUSES = frozenset({"failed", "timeout", "circuit_open"})
-CITATION = re.compile(r"\[([^\[\]\s]+#[^\[\]\s]+)\]")
-"""A passage id in brackets, e.g. ``[guide.md#3]``: how agents cite knowledge-base passages."""
+CITATION = re.compile(r"\[([^\[\]\s]+)\]")
+"""A passage id in brackets, as the knowledge-base tool shows it: how agents cite passages."""
 
 
 @dataclass(frozen=True)
