@@ -38,7 +38,9 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_tokens: int = Field(default=20_000, gt=0, description="Prompt + completion tokens.")
     max_wall_s: float = Field(default=300.0, gt=0, description="Seconds, not counting waits.")
-    max_cost_usd: float = Field(default=0.50, ge=0, description="USD at the price table.")
+    max_cost_usd: float = Field(
+        default=0.50, ge=0, description="USD at the price table; 0: no cost limit."
+    )
     max_tool_calls: int = Field(default=20, gt=0, description="Tool calls, refused ones too.")
 
 
