@@ -1,6 +1,7 @@
 """``make bench``: ingestion, BM25, vector search, index releases, the trained router, the
-trained reranker and the fine-tuned embedder, each against a baseline measured in the same
-process on the same data. Numbers are for the machine it runs on; compare ratios."""
+trained reranker, the fine-tuned embedder and agent orchestration, each against a baseline
+measured in the same process on the same data or calls. Numbers are for the machine it runs on;
+compare ratios."""
 
 import argparse
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
 PARTS = [
     "ingestion", "bm25", "vector", "releases", "incremental", "router", "reranker", "embedder",
+    "agents",
 ]  # fmt: skip
 
 
@@ -41,6 +43,16 @@ def main() -> None:
     parser.add_argument(
         "--reranker-steps", type=int, default=40,
         help="optimiser steps of the reranker (32 pairs each; about 3 pairs/s on 2 CPU cores)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--agent-runs", type=int, default=200,
+        help="agent workflows timed per checkpoint backend (SQLite, PostgreSQL)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--postgres-dsn",
+        help="admin DSN of the PostgreSQL server on which the agent benchmark creates and drops "
+        "a throwaway database bench_agents_<random> (default: host=127.0.0.1 port=5432 "
+        "user=postgres dbname=postgres)",
     )  # fmt: skip
     parser.add_argument(
         "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
@@ -162,6 +174,41 @@ def main() -> None:
             f"{r['test_queries']}: packaged {r['test_packaged']:.3f} -> tuned "
             f"{r['test_tuned']:.3f} ({gain:+.3f}; goal >= +0.015: {verdict(gain >= 0.015)})"
         )
+
+    if "agents" in parts:
+        from aiplatform_dagster.benchmarks.agents_bench import DEFAULT_POSTGRES_DSN, bench_agents
+
+        dsn = args.postgres_dsn or DEFAULT_POSTGRES_DSN
+        print_agents(bench_agents(args.agent_runs, postgres_dsn=dsn))
+
+
+def print_agents(r: dict) -> None:
+    sqlite, postgres = r["sqlite"], r["postgres"]
+
+    def writes(b: dict) -> str:
+        return f"p50 {b['write_p50_ms']:.2f} ms, p95 {b['write_p95_ms']:.2f} ms"
+
+    if "skipped" in postgres:
+        on_postgres = f"PostgreSQL half skipped: {postgres['skipped']}"
+    else:
+        on_postgres = (
+            f"PostgreSQL p50 {postgres['p50_ms']:.1f} ms = {postgres['ratio']:.0f}x direct, "
+            f"+{postgres['overhead_per_step_ms']:.2f} ms per step (checkpoint writes "
+            f"{postgres['write_share']:.0%} of it: {writes(postgres)}, "
+            f"{postgres['writes_per_workflow']:g} writes per workflow)"
+        )
+    print(
+        f"(j) agent orchestration, {r['runs']} sequential {r['agent']} workflows per backend "
+        f"({sqlite['steps']} steps, {sqlite['llm_calls']} model calls, {sqlite['tool_calls']} "
+        f"tool call{'s' if sqlite['tool_calls'] != 1 else ''}; model replies instant, "
+        f"in-process): direct p50 {r['direct_p50_ms']:.3f} ms; orchestrated SQLite p50 "
+        f"{sqlite['p50_ms']:.1f} ms = {sqlite['ratio']:.0f}x direct, "
+        f"+{sqlite['overhead_per_step_ms']:.2f} ms per step (checkpoint writes "
+        f"{sqlite['write_share']:.0%} of it: {writes(sqlite)}, "
+        f"{sqlite['writes_per_workflow']:g} writes per workflow); {on_postgres}; governance "
+        f"checks p50 {r['governance_p50_us']:.1f} µs per tool call; trace event p50 "
+        f"{r['trace_event_p50_us']:.1f} µs"
+    )
 
 
 if __name__ == "__main__":

@@ -109,3 +109,62 @@ def _dev(query_id: str) -> bool:
     from aiplatform_dagster.mlops.router import in_dev_split
 
     return in_dev_split(query_id, 0.2)
+
+
+def _bench_databases() -> set[str]:
+    import psycopg2
+
+    from aiplatform_dagster_tests.postgres import POSTGRES_ADMIN_DSN
+
+    connection = psycopg2.connect(POSTGRES_ADMIN_DSN)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench_agents_%'")
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+def test_the_agent_benchmark_compares_orchestrated_runs_with_direct_calls_on_both_stores(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from aiplatform_dagster.benchmarks.__main__ import print_agents
+    from aiplatform_dagster.benchmarks.agents_bench import bench_agents
+    from aiplatform_dagster_tests.postgres import POSTGRES_ADMIN_DSN
+
+    before = _bench_databases()
+    result = bench_agents(5, warmup=1, postgres_dsn=POSTGRES_ADMIN_DSN, progress=False)
+
+    assert _bench_databases() <= before  # the throwaway database is dropped
+    assert (result["direct_llm_calls"], result["direct_tool_calls"]) == (3, 1)
+    sqlite, postgres = result["sqlite"], result["postgres"]
+    assert "skipped" not in postgres, postgres.get("skipped")
+    for backend in (sqlite, postgres):
+        assert backend["completed"] == backend["runs"] == 5
+        assert (backend["steps"], backend["llm_calls"], backend["tool_calls"]) == (5, 3, 1)
+        assert backend["writes"] == 5 * backend["writes_per_workflow"]
+        assert backend["ratio"] == pytest.approx(backend["p50_ms"] / result["direct_p50_ms"])
+        assert backend["overhead_per_step_ms"] == pytest.approx(
+            (backend["p50_ms"] - result["direct_p50_ms"]) / 5
+        )
+        assert backend["write_share"] == pytest.approx(
+            backend["write_ms_per_workflow_p50"] / backend["overhead_ms"]
+        )
+        assert backend["write_p50_ms"] <= backend["write_p95_ms"]
+    assert sqlite["writes_per_workflow"] == postgres["writes_per_workflow"] > 0
+    assert result["governance_p50_us"] > 0 and result["trace_event_p50_us"] > 0
+
+    print_agents(result)
+    line = capsys.readouterr().out
+    assert line.startswith("(j) agent orchestration") and "PostgreSQL p50" in line
+
+
+def test_the_agent_benchmark_says_why_it_skips_an_unreachable_postgresql() -> None:
+    from aiplatform_dagster.benchmarks.agents_bench import bench_agents
+
+    result = bench_agents(
+        1, warmup=0, postgres_dsn="host=127.0.0.1 port=1 user=postgres dbname=postgres",
+        progress=False,
+    )  # fmt: skip
+    assert result["sqlite"]["completed"] == 1
+    assert result["postgres"]["skipped"].startswith("cannot connect to 127.0.0.1:1")
