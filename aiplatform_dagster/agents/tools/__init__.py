@@ -1,0 +1,1 @@
+"""Agent tools: typed, validated, guarded calls (base.py) and the shipped tools (catalog.py)."""
