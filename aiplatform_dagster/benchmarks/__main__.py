@@ -86,6 +86,12 @@ def main() -> None:
             f"p95 {r['p95_ms']:.1f} ms vs numpy float32 p50 {r['numpy_baseline_p50_ms']:.1f} ms "
             f"({r['speedup_vs_numpy']:.1f}x), recall@10 vs exact {r['recall_at_k_vs_exact']:.3f}"
         )
+    # (j) needs no corpus, so it runs before the parts that stop without one.
+    if "agents" in parts:
+        from aiplatform_dagster.benchmarks.agents_bench import DEFAULT_POSTGRES_DSN, bench_agents
+
+        dsn = args.postgres_dsn or DEFAULT_POSTGRES_DSN
+        print_agents(bench_agents(args.agent_runs, postgres_dsn=dsn))
     if ("releases" in parts or "incremental" in parts) and not has_corpus:
         print(f"(d-f) releases: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
         return
@@ -174,12 +180,6 @@ def main() -> None:
             f"{r['test_queries']}: packaged {r['test_packaged']:.3f} -> tuned "
             f"{r['test_tuned']:.3f} ({gain:+.3f}; goal >= +0.015: {verdict(gain >= 0.015)})"
         )
-
-    if "agents" in parts:
-        from aiplatform_dagster.benchmarks.agents_bench import DEFAULT_POSTGRES_DSN, bench_agents
-
-        dsn = args.postgres_dsn or DEFAULT_POSTGRES_DSN
-        print_agents(bench_agents(args.agent_runs, postgres_dsn=dsn))
 
 
 def print_agents(r: dict) -> None:
