@@ -35,6 +35,7 @@ ingest: install $(DAGSTER_HOME)/dagster.yaml
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m aiplatform_dagster.defs.maintenance
+	$(BIN)/aiplatform agent migrate
 	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/pointers/current.json || $(MAKE) ingest
 	mkdir -p $(AIPLATFORM_STORAGE_DIR)/mlflow
 	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \

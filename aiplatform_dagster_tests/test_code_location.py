@@ -50,6 +50,9 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert {k for k, g in groups.items() if g == "evaluation"} == EVALUATION_ASSETS
     assert {k for k, g in groups.items() if g == "training"} == TRAINING_ASSETS
     assert {k for k, g in groups.items() if g == "monitoring"} == {"query_drift_report"}
+    assert {k for k, g in groups.items() if g == "agents"} == {
+        "agent_registry", "agent_eval", "agent_escalations", "checkpoint_retention"
+    }  # fmt: skip
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.owners == ["team:ml-platform"], key
@@ -65,6 +68,7 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
         "release_is_consistent",
         "router_training_data_is_valid",
         "retrieval_training_pairs_are_valid",
+        "agent_registry_is_consistent",
     }
     assert graph.get(dg.AssetKey("retrieval_eval")).parent_keys == {dg.AssetKey("current_release")}
     assert defs.resolve_sensor_def("new_documents_sensor").job_name == "ingestion_job"
@@ -76,6 +80,14 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert defs.resolve_schedule_def("weekly_retrain").job_name == "training_job"
     assert defs.resolve_sensor_def("model_registry_sensor").default_status == (
         dg.DefaultSensorStatus.RUNNING
+    )
+    escalations = defs.resolve_sensor_def("agent_escalations_sensor")
+    assert escalations.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_schedule_def("daily_checkpoint_retention").job_name == (
+        "checkpoint_retention_job"
+    )
+    assert defs.resolve_job_def("migrate_agent_store") and defs.resolve_job_def(
+        "resume_agent_thread"
     )
 
 

@@ -37,8 +37,9 @@ def migrate_agent_store() -> None:
 
 class ResumeConfig(dg.Config):
     thread_id: str = Field(description="The waiting thread (see the agent_escalations asset).")
-    decision: Literal["approve", "reject"] = Field(
-        description="approve: the step it waits on runs; reject: it is refused."
+    decision: Literal["approve", "reject", "continue"] = Field(
+        description="approve: the step it waits on runs; reject: it is refused; continue: a "
+        "thread whose process died (status running) goes on from its last checkpoint."
     )
     note: str = Field(default="", description="Why; the workflow and its trace keep it.")
 
@@ -52,7 +53,7 @@ def resume_agent_thread_op(
     from aiplatform_dagster.agents.tracing import trace_path
 
     settings = platform.settings()
-    approve = config.decision == "approve"
+    approve = {"approve": True, "reject": False, "continue": None}[config.decision]
     try:
         with open_runtime(settings) as runtime:
             result = runtime.resume(config.thread_id, approve, config.note)
