@@ -60,7 +60,9 @@ SCREENSHOTS := aiplatform_dagster_tests/ui/screenshots
 TOUR := 01-lineage 02-run-logs 03-source-documents 04-document-chunks 05-chunk-embeddings \
 	06-embedding-checks 07-index-release 08-evaluation 09-sensor-run 10-evaluation-plots \
 	11-automation 12-new-documents-sensor 13-training-lineage 14-training-launchpad \
-	15-training-run 16-embedder-model 17-mlflow-run 18-embedder-gate 19-model-registry
+	15-training-run 16-embedder-model 17-mlflow-run 18-embedder-gate 19-model-registry \
+	20-agents-lineage 21-agent-registry 22-agent-table 23-agent-eval 24-agent-escalations \
+	25-resume-launchpad 26-resume-run
 screenshots: install
 	$(BIN)/pytest -q aiplatform_dagster_tests/ui
 	mkdir -p $(SCREENSHOTS)

@@ -137,3 +137,9 @@ def select_event(ui: DagsterUI, description: re.Pattern[str], seconds: float) ->
         return False
 
     wait_until(selected, seconds, f"a materialisation described {description.pattern!r}")
+
+
+def metadata_value(page: Page, key: str) -> Locator:
+    """The value cell of ``key`` in an asset page's metadata table."""
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True))
+    return row.get_by_role("cell").last

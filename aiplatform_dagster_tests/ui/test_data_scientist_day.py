@@ -114,7 +114,7 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
     page.keyboard.press("Escape")
     expect(page.get_by_role("menuitem")).to_have_count(0)
-    for name in ("ingestion", "evaluation", "training", "monitoring", "index_release",
+    for name in ("ingestion", "evaluation", "training", "monitoring", "agents", "index_release",
                  "current_release", "retrieval_eval", "query_router_model"):  # fmt: skip
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     ui.shot("01-lineage")
@@ -205,10 +205,11 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     # Automation: the sensors and the schedule, with what each does.
     ui.nav("Automation")
     for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh",
-                 "model_registry_sensor", "drift_retrain_sensor", "weekly_retrain"):  # fmt: skip
+                 "model_registry_sensor", "drift_retrain_sensor", "weekly_retrain",
+                 "agent_escalations_sensor", "daily_checkpoint_retention"):  # fmt: skip
         expect(page.get_by_role("link", name=re.compile(name))).to_be_visible()
-    expect(page.get_by_text("Standard sensor")).to_have_count(3)  # the rows have loaded
-    expect(page.get_by_text(re.compile("^Scheduled"))).to_have_count(2)
+    expect(page.get_by_text("Standard sensor")).to_have_count(4)  # the rows have loaded
+    expect(page.get_by_text(re.compile("^Scheduled"))).to_have_count(3)
     ui.shot("11-automation")
     page.get_by_role("link", name=re.compile("new_documents_sensor")).click()
     expect(page.get_by_text(re.compile("one ingestion_job run per change"))).to_be_visible()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import expect
 
 from aiplatform_dagster_tests.dagster_dev import BIN, PROJECT_ROOT, dagster_dev, instance_home
 from aiplatform_dagster_tests.mlflow_server import _serve
@@ -27,6 +27,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     SHOTS,
     DagsterUI,
     chromium,
+    metadata_value,
     open_ui,
     select_event,
 )
@@ -188,9 +189,3 @@ def open_materialised(ui: DagsterUI, key: str, run_id: str) -> None:
     made by run ``run_id`` (its status links to that run)."""
     ui.open_asset(key)
     expect(ui.page.locator(f"a[href*='/runs/{run_id}']").first).to_be_visible()
-
-
-def metadata_value(page: Page, key: str) -> Locator:
-    """The value cell of ``key`` in an asset page's metadata table."""
-    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=key, exact=True))
-    return row.get_by_role("cell").last
