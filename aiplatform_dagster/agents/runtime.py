@@ -127,13 +127,8 @@ class AgentRuntime:
                 f"pick a coordinator ({[a.name for a in self.registry if a.delegates]})"
             )
         thread_id = check_thread_id(thread_id or uuid.uuid4().hex)
-        if self.threads.get(thread_id) is not None:
-            raise AgentRunError(
-                f"thread {thread_id} already exists: resume it with `aiplatform agent resume "
-                f"{thread_id}` or start a new one without --thread"
-            )
         version = graph_version(self.registry, definition, chosen_mode)
-        self.threads.save(
+        created = self.threads.create(
             ThreadRecord(
                 thread_id,
                 definition.name,
@@ -143,6 +138,11 @@ class AgentRuntime:
                 graph_version=version,
             )
         )
+        if created is None:
+            raise AgentRunError(
+                f"thread {thread_id} already exists: resume it with `aiplatform agent resume "
+                f"{thread_id}` or start a new one without --thread"
+            )
         initial = {
             "request": request,
             "agent": definition.name,
@@ -198,7 +198,12 @@ class AgentRuntime:
                     "--approve/--reject"
                 )
             command = None  # continue from the last checkpoint, e.g. after a crash
-        self.threads.save(replace(record, status=ThreadStatus.RUNNING, reason=None))
+        if not self.threads.claim(thread_id, record.status):
+            now = self.threads.get(thread_id)
+            raise AgentRunError(
+                f"thread {thread_id} is no longer {record.status.value}: another resume took it "
+                f"first (it is {now.status.value if now else 'gone'} now)"
+            )
         return self._invoke(thread_id, mode, command, built)
 
     def waiting(self) -> list[ThreadRecord]:

@@ -168,6 +168,40 @@ class ThreadIndex:
             updated_at=_datetime(now),
         )
 
+    def create(self, record: ThreadRecord) -> ThreadRecord | None:
+        """Insert a new thread; None when the id is taken (two runs naming one thread: the
+        first wins), so a run never takes over another's checkpoints."""
+        check_thread_id(record.thread_id)
+        now = self._clock()
+        created = self._db.rows(
+            f"INSERT INTO {THREADS_TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (
+                record.thread_id,
+                record.agent,
+                record.mode,
+                record.request,
+                ThreadStatus(record.status).value,
+                record.reason,
+                record.graph_version,
+                now,
+                now,
+            ),
+        )
+        if not created:
+            return None
+        return replace(record, created_at=_datetime(now), updated_at=_datetime(now))
+
+    def claim(self, thread_id: str, expected: ThreadStatus) -> bool:
+        """Move the thread from ``expected`` to running in one statement: of two resumes of
+        one waiting thread, exactly one gets True and runs it."""
+        claimed = self._db.rows(
+            f"UPDATE {THREADS_TABLE} SET status = ?, reason = NULL, updated_at = ? "
+            "WHERE thread_id = ? AND status = ? RETURNING thread_id",
+            (ThreadStatus.RUNNING.value, self._clock(), thread_id, ThreadStatus(expected).value),
+        )
+        return bool(claimed)
+
     def get(self, thread_id: str) -> ThreadRecord | None:
         found = self._db.rows(
             f"SELECT {COLUMNS} FROM {THREADS_TABLE} WHERE thread_id = ?", (thread_id,)

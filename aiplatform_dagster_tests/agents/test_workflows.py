@@ -2,6 +2,7 @@
 the shipped tools, with the scripted model behind the fake OpenAI server (no LLM is reachable)."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,37 @@ def test_run_result_is_json_for_the_cli_and_the_api(agent_settings: SettingsFact
         result = runtime.run('CALL calculator {"expression": "2*21"}', agent="researcher")
     payload = json.loads(json.dumps(result.as_dict()))
     assert payload["thread_id"] == result.thread_id and payload["status"] == "completed"
+
+
+def test_two_resumes_of_one_waiting_thread_run_it_once(agent_settings: SettingsFactory):
+    settings = agent_settings()
+    with open_runtime(settings) as runtime:
+        paused = runtime.run(f"Write it up. {REPORT_CALL}", agent="reporter")
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def resume() -> None:
+        with open_runtime(settings) as runtime:
+            barrier.wait()
+            try:
+                outcomes.append(runtime.resume(paused.thread_id, approve=True).status)
+            except AgentRunError as error:
+                outcomes.append(str(error))
+
+    workers = [threading.Thread(target=resume) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(outcomes) == 2 and outcomes.count("completed") == 1
+    refused = next(outcome for outcome in outcomes if outcome != "completed")
+    assert f"thread {paused.thread_id} is no longer waiting: another resume took it" in refused
+    assert len(list(reports_dir(settings).iterdir())) == 1
+
+
+def test_a_run_naming_an_existing_thread_is_refused(agent_settings: SettingsFactory):
+    settings = agent_settings()
+    with open_runtime(settings) as runtime:
+        runtime.run('CALL calculator {"expression": "1+1"}', agent="researcher", thread_id="t-1")
+        with pytest.raises(AgentRunError, match="thread t-1 already exists"):
+            runtime.run("again", agent="researcher", thread_id="t-1")
