@@ -32,7 +32,7 @@ from aiplatform_dagster.agents.threads import (
 )
 from aiplatform_dagster.agents.tracing import read_trace, summarise, trace_path
 from aiplatform_dagster.agents.workflows import hierarchical, parallel, sequential
-from aiplatform_dagster.agents.workflows.services import Services, ToolUsingChat
+from aiplatform_dagster.agents.workflows.services import Services, ToolUsingChat, tracing_thread
 from aiplatform_dagster.agents.workflows.steps import cited
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
@@ -96,14 +96,15 @@ class AgentRuntime:
         registry: AgentRegistry,
         checkpointer: Any,
         threads: ThreadIndex,
-        services_for: Callable[[str], Services],
+        services: Services,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.checkpointer = checkpointer
         self.threads = threads
-        self._services_for = services_for
+        self._services = services
+        self._graphs: dict[Mode, Any] = {}
         self._clock = clock
 
     def run(
@@ -177,8 +178,7 @@ class AgentRuntime:
                 "Resuming it here could repeat or skip steps, so it is refused: finish it with the "
                 "release and registry it started on, or start a new thread"
             )
-        built = self._graph(thread_id, mode)
-        waiting = built[0].get_state(_config(thread_id)).interrupts
+        waiting = self._graph(mode).get_state(_config(thread_id)).interrupts
         if record.status == ThreadStatus.WAITING:
             if approve is None:
                 raise AgentRunError(
@@ -204,34 +204,34 @@ class AgentRuntime:
                 f"thread {thread_id} is no longer {record.status.value}: another resume took it "
                 f"first (it is {now.status.value if now else 'gone'} now)"
             )
-        return self._invoke(thread_id, mode, command, built)
+        return self._invoke(thread_id, mode, command)
 
     def waiting(self) -> list[ThreadRecord]:
         return self.threads.waiting()
 
-    def _graph(self, thread_id: str, mode: Mode) -> tuple[Any, Services]:
-        """The compiled workflow of ``mode`` and the services its nodes use for this thread."""
-        services = self._services_for(thread_id)
-        return WORKFLOWS[mode].build(services).compile(checkpointer=self.checkpointer), services
+    def _graph(self, mode: Mode) -> Any:
+        """The compiled workflow of ``mode``, built once and shared by every thread."""
+        if mode not in self._graphs:
+            graph = WORKFLOWS[mode].build(self._services)
+            self._graphs[mode] = graph.compile(checkpointer=self.checkpointer)
+        return self._graphs[mode]
 
-    def _invoke(self, thread_id: str, mode: Mode, payload: Any, built: Any = None) -> RunResult:
-        graph, services = built or self._graph(thread_id, mode)
-        config = _config(thread_id)
+    def _invoke(self, thread_id: str, mode: Mode, payload: Any) -> RunResult:
+        from aiplatform_dagster.agents.tracing import open_tracer
+
+        graph = self._graph(mode)
         started = time.perf_counter()
         try:
-            graph.invoke(payload, config, durability="sync")
+            with tracing_thread(open_tracer(self.settings, thread_id)):
+                graph.invoke(payload, _config(thread_id), durability="sync")
         except PlatformError as error:
             record = self.threads.get(thread_id)
             if record is not None:
                 self.threads.save(replace(record, status=ThreadStatus.FAILED, reason=str(error)))
             raise
-        finally:
-            services.tracer.close()
-        return self._settle(thread_id, graph, services, (time.perf_counter() - started) * 1000)
+        return self._settle(thread_id, graph, (time.perf_counter() - started) * 1000)
 
-    def _settle(
-        self, thread_id: str, graph: Any, services: Services, latency_ms: float
-    ) -> RunResult:
+    def _settle(self, thread_id: str, graph: Any, latency_ms: float) -> RunResult:
         snapshot = graph.get_state(_config(thread_id))
         values = snapshot.values
         waiting = [dict(interrupt.value) for interrupt in snapshot.interrupts]
@@ -321,7 +321,7 @@ def open_runtime(
     from aiplatform_dagster.agents.memory import open_memory
     from aiplatform_dagster.agents.tools.base import ToolRunner
     from aiplatform_dagster.agents.tools.catalog import TOOL_PERMISSIONS, build_tool_registry
-    from aiplatform_dagster.agents.tracing import langsmith_env, open_tracer
+    from aiplatform_dagster.agents.tracing import langsmith_env
     from aiplatform_dagster.rag.factory import price_table
 
     chat_for = chat_for or chat_factory(settings)
@@ -335,23 +335,20 @@ def open_runtime(
     with ExitStack() as stack:
         checkpointer = stack.enter_context(open_checkpointer(settings))
 
-        def services_for(thread_id: str) -> Services:
-            return Services(
-                registry=registry,
-                tools=tools,
-                runner=runner,
-                tool_permissions=permissions,
-                chat_for=chat_for,
-                prices=prices,
-                memory=memory,
-                tracer=open_tracer(settings, thread_id),
-                max_rounds=max_rounds,
-            )
-
+        services = Services(
+            registry=registry,
+            tools=tools,
+            runner=runner,
+            tool_permissions=permissions,
+            chat_for=chat_for,
+            prices=prices,
+            memory=memory,
+            max_rounds=max_rounds,
+        )
         yield AgentRuntime(
             settings,
             registry=registry,
             checkpointer=checkpointer,
             threads=ThreadIndex.over(checkpointer),
-            services_for=services_for,
+            services=services,
         )

@@ -1,11 +1,15 @@
 """What a workflow's nodes use but never checkpoint: the model, the tools, memory, the tracer.
 
-Built once per run or resume by the runtime and closed over by the graph's nodes, so the state
-stays plain JSON and a resumed thread gets fresh connections.
+Built once per runtime and closed over by the graph's nodes, which are compiled once per mode
+and shared by every thread, so the state stays plain JSON. The tracer is the one thing that
+belongs to a thread: the runtime binds it for the length of a run (``tracing_thread``), in a
+context variable that LangGraph carries into the threads it runs nodes in.
 """
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,6 +22,20 @@ class ToolUsingChat(Protocol):
     def chat(
         self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] = ()
     ) -> ChatTurn: ...
+
+
+_ACTIVE_TRACER: ContextVar[Any] = ContextVar("agent_thread_tracer", default=None)
+
+
+@contextmanager
+def tracing_thread(tracer: Any) -> Iterator[Any]:
+    """Nodes run in this block trace to ``tracer``; it is closed (flushed) at the end."""
+    token = _ACTIVE_TRACER.set(tracer)
+    try:
+        yield tracer
+    finally:
+        _ACTIVE_TRACER.reset(token)
+        tracer.close()
 
 
 @dataclass
@@ -33,11 +51,17 @@ class Services:
     prices: PriceTable
     memory: Any
     """agents.memory.SharedMemory of this deployment."""
-    tracer: Any
-    """agents.tracing.Tracer of the thread being run."""
     max_rounds: int = 4
     """Model turns one agent gets for one task before it must answer."""
     clock: Callable[[], float] = time.time
+
+    @property
+    def tracer(self) -> Any:
+        """agents.tracing.Tracer of the thread being run (see ``tracing_thread``)."""
+        tracer = _ACTIVE_TRACER.get()
+        if tracer is None:
+            raise RuntimeError("a workflow node ran outside tracing_thread(): no thread tracer")
+        return tracer
 
     def chat(self, agent: AgentDefinition) -> ToolUsingChat:
         return self.chat_for(agent.model)
