@@ -15,7 +15,7 @@ from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.models.llm import LLMError
 from aiplatform_dagster_tests.agents.conftest import SettingsFactory, write_registry
 from aiplatform_dagster_tests.agents.extra_tools import broken_tool, slow_tool, with_tools
-from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer, word_count
 
 REPORT_CALL = 'CALL publish_report {"title": "Q3 summary", "body": "Revenue grew [q3.md#0]."}'
 
@@ -267,3 +267,20 @@ def test_a_run_naming_an_existing_thread_is_refused(agent_settings: SettingsFact
         runtime.run('CALL calculator {"expression": "1+1"}', agent="researcher", thread_id="t-1")
         with pytest.raises(AgentRunError, match="thread t-1 already exists"):
             runtime.run("again", agent="researcher", thread_id="t-1")
+
+
+def test_tokens_of_a_tool_that_calls_the_model_count_against_the_budget(
+    agent_settings: SettingsFactory, model_server: FakeOpenAIServer
+):
+    settings = agent_settings()
+    with open_runtime(settings) as runtime:
+        result = runtime.run('Summarise. CALL llm_call {"prompt": "say hi"}', agent="web_reader")
+    assert result.status == "completed"
+    assert [r["tool"] for r in result.tool_results] == ["llm_call"]
+    billed = sum(
+        sum(word_count(str(m.get("content") or "")) for m in r.body["messages"])
+        for r in model_server.chat_requests()
+    )
+    assert len(model_server.chat_requests()) == 4  # plan, the tool's call, answer, validate
+    assert result.spend["prompt_tokens"] == billed  # the tool's own call included
+    assert result.trace["prompt_tokens"] == billed

@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from aiplatform_dagster.agents.state import WorkflowState, spend
+from aiplatform_dagster.agents.state import WorkflowState, add_spend, spend
 from aiplatform_dagster.agents.workflows.nodes import budget_of, finish, stopped, thread_of, traced
 from aiplatform_dagster.agents.workflows.services import Services
 from aiplatform_dagster.agents.workflows.steps import (
@@ -22,6 +22,7 @@ from aiplatform_dagster.agents.workflows.steps import (
     model_turn,
     parse_json,
     payload_of,
+    spent_by,
     tool_message,
 )
 
@@ -81,22 +82,22 @@ def build(services: Services) -> StateGraph:
         thread_id = thread_of(config)
         budget = budget_of(state, agent)
         step = int(state.get("spend", {}).get("steps", 0))
-        results, messages, calls = [], [], 0
+        results, messages, used = [], [], spend(steps=1)
         for index, payload in enumerate(state.get("pending_calls") or []):
             call = call_of(payload)
-            over = budget.breach(spend(tool_calls=calls + 1))
+            over = budget.breach(add_spend(used, spend(tool_calls=1)))
             if over:
                 return {
                     **stopped("budget_exceeded", over.message),
                     "results": results,
                     "pending_calls": [],
-                    "spend": spend(tool_calls=calls, steps=1),
+                    "spend": used,
                 }
             approval_of_call = (state.get("approvals") or {}).get(call.id)
             result = call_tool(
                 services, agent, call, thread_id, f"s{step}:{index}", approval_of_call
             )
-            calls += 1
+            used = add_spend(used, spent_by(services, result))
             results.append(result)
             messages.append(tool_message(call, result))
         return {
@@ -105,7 +106,7 @@ def build(services: Services) -> StateGraph:
             "messages": messages,
             "pending_calls": [],
             "approvals": {},
-            "spend": spend(tool_calls=calls, steps=1),
+            "spend": used,
         }
 
     def validator(state: WorkflowState) -> dict[str, Any]:

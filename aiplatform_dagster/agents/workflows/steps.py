@@ -100,6 +100,11 @@ def call_tool(
                 attempts=outcome.attempts,
                 fallback_used=outcome.fallback_used,
                 replayed=outcome.replayed,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                cost_usd=_cost(
+                    services, outcome.model, outcome.prompt_tokens, outcome.completion_tokens
+                ),
             )
     return {
         "call_id": call_id,
@@ -107,6 +112,22 @@ def call_tool(
         "arguments": call.arguments,
         **outcome.as_dict(),
     }
+
+
+def spent_by(services: Services, result: Mapping[str, Any]) -> dict[str, float]:
+    """What one tool call costs the workflow: the call, and the tokens of a tool that calls a
+    model itself (llm_call), which count against the same token and cost budgets."""
+    prompt, completion = result.get("prompt_tokens") or 0, result.get("completion_tokens") or 0
+    return spend(
+        tool_calls=1,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=_cost(services, result.get("model"), prompt, completion),
+    )
+
+
+def _cost(services: Services, model: str | None, prompt: int, completion: int) -> float:
+    return services.prices.cost(model, prompt, completion) if model else 0.0
 
 
 def tool_message(call: ToolCall, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,7 +256,7 @@ def run_agent(
             result = call_tool(
                 services, agent, call, thread_id, f"{call_prefix}:{round_number}:{index}", decision
             )
-            used = add_spend(used, spend(tool_calls=1))
+            used = add_spend(used, spent_by(services, result))
             results.append(result)
             messages.append(tool_message(call, result))
     return report(
