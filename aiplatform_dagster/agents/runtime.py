@@ -30,6 +30,7 @@ from aiplatform_dagster.agents.threads import (
     ThreadStatus,
     check_thread_id,
 )
+from aiplatform_dagster.agents.tools.base import ToolRegistry, ToolRunner
 from aiplatform_dagster.agents.tracing import read_trace, summarise, trace_path
 from aiplatform_dagster.agents.workflows import hierarchical, parallel, sequential
 from aiplatform_dagster.agents.workflows.services import Services, ToolUsingChat, tracing_thread
@@ -310,7 +311,7 @@ def open_runtime(
     settings: Settings,
     *,
     chat_for: Callable[[str | None], ToolUsingChat] | None = None,
-    tools: Any = None,
+    tools: ToolRegistry | None = None,
     registry: AgentRegistry | None = None,
     max_rounds: int = 4,
 ) -> Iterator[AgentRuntime]:
@@ -319,7 +320,6 @@ def open_runtime(
     Fails at once, before any thread is created, when no LLM is configured."""
     from aiplatform_dagster.agents.checkpoints import open_checkpointer
     from aiplatform_dagster.agents.memory import open_memory
-    from aiplatform_dagster.agents.tools.base import ToolRunner
     from aiplatform_dagster.agents.tools.catalog import TOOL_PERMISSIONS, build_tool_registry
     from aiplatform_dagster.agents.tracing import langsmith_env
     from aiplatform_dagster.rag.factory import price_table

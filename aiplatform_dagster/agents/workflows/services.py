@@ -6,7 +6,6 @@ belongs to a thread: the runtime binds it for the length of a run (``tracing_thr
 context variable that LangGraph carries into the threads it runs nodes in.
 """
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiplatform_dagster.agents.definitions import AgentDefinition, AgentRegistry
+from aiplatform_dagster.agents.memory import SharedMemory
+from aiplatform_dagster.agents.tools.base import ToolRegistry, ToolRunner
+from aiplatform_dagster.agents.tracing import Tracer
 from aiplatform_dagster.models.llm import ChatTurn
 from aiplatform_dagster.rag.query.accounting import PriceTable
 
@@ -24,11 +26,11 @@ class ToolUsingChat(Protocol):
     ) -> ChatTurn: ...
 
 
-_ACTIVE_TRACER: ContextVar[Any] = ContextVar("agent_thread_tracer", default=None)
+_ACTIVE_TRACER: ContextVar[Tracer | None] = ContextVar("agent_thread_tracer", default=None)
 
 
 @contextmanager
-def tracing_thread(tracer: Any) -> Iterator[Any]:
+def tracing_thread(tracer: Tracer) -> Iterator[Tracer]:
     """Nodes run in this block trace to ``tracer``; it is closed (flushed) at the end."""
     token = _ACTIVE_TRACER.set(tracer)
     try:
@@ -41,23 +43,20 @@ def tracing_thread(tracer: Any) -> Iterator[Any]:
 @dataclass
 class Services:
     registry: AgentRegistry
-    tools: Any
-    """agents.tools.base.ToolRegistry: the tools and their schemas."""
-    runner: Any
-    """agents.tools.base.ToolRunner: validation, timeouts, retries, breakers, fallbacks."""
+    tools: ToolRegistry
+    runner: ToolRunner
+    """Validation, timeouts, retries, breakers and fallbacks around every tool call."""
     tool_permissions: dict[str, str]
     chat_for: Callable[[str | None], ToolUsingChat]
     """The chat client of a model name (None: the configured model)."""
     prices: PriceTable
-    memory: Any
-    """agents.memory.SharedMemory of this deployment."""
+    memory: SharedMemory
     max_rounds: int = 4
     """Model turns one agent gets for one task before it must answer."""
-    clock: Callable[[], float] = time.time
 
     @property
-    def tracer(self) -> Any:
-        """agents.tracing.Tracer of the thread being run (see ``tracing_thread``)."""
+    def tracer(self) -> Tracer:
+        """The tracer of the thread being run (see ``tracing_thread``)."""
         tracer = _ACTIVE_TRACER.get()
         if tracer is None:
             raise RuntimeError("a workflow node ran outside tracing_thread(): no thread tracer")
