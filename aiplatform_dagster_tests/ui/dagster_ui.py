@@ -36,7 +36,10 @@ class DagsterUI:
         self.page.locator("a[class*=MainNavigation_link]", has_text=name).click()
 
     def open_asset(self, key: str) -> None:
+        """Find the asset in the catalog by its key, as a user does once the catalog lists more
+        assets than fit the window (its list renders only the rows in view)."""
         self.nav("Catalog")
+        self.filter_assets(f'key:"{key}"')
         self.page.get_by_role("link", name=re.compile(rf"^{key}\b")).first.click()
         expect(self.page).to_have_url(re.compile(rf"/assets/{key}"))
 
