@@ -40,8 +40,10 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	mkdir -p $(AIPLATFORM_STORAGE_DIR)/mlflow
 	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(AIPLATFORM_STORAGE_DIR)/mlflow/mlflow.db \
-		> $(AIPLATFORM_STORAGE_DIR)/mlflow/server.log 2>&1 & \
-	trap 'kill $$!' EXIT INT TERM; \
+		> $(AIPLATFORM_STORAGE_DIR)/mlflow/server.log 2>&1 & MLFLOW=$$!; \
+	$(BIN)/aiplatform serve --host 127.0.0.1 --port 8000 \
+		> $(AIPLATFORM_STORAGE_DIR)/serving.log 2>&1 & API=$$!; \
+	trap 'kill $$MLFLOW $$API' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: lint

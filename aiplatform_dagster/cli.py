@@ -16,6 +16,7 @@ from aiplatform_dagster.agents.commands import add_agent_commands
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
+from aiplatform_dagster.serving.commands import add_serving_commands
 
 SNIPPET_CHARS = 240
 FUSIONS = [method.value for method in FusionMethod]
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_rollback.set_defaults(handler=_model_rollback)
 
     add_agent_commands(commands)
+    add_serving_commands(commands)
     return parser
 
 

@@ -307,6 +307,23 @@ class AgentSettings(Section):
     )
 
 
+class ServingSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_SERVING_"
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="YAML of API keys, stored hashed with their scopes and rate limits "
+        "(unset: serving/api_keys.yaml in the storage folder; `aiplatform key create` adds one).",
+    )
+    max_body_bytes: int = Field(default=65_536, gt=0, description="Largest request body.")
+    max_query_chars: int = Field(default=2_000, gt=0, description="Longest question.")
+    refresh_s: float = Field(
+        default=5.0, gt=0, description="Seconds between checks for a new live release."
+    )
+    cors_origins: str = Field(
+        default="", description="Comma-separated origins allowed by CORS (unset: CORS off)."
+    )
+
+
 class Settings(BaseModel):
     """Everything the platform reads, grouped by what it configures."""
 
@@ -326,6 +343,7 @@ class Settings(BaseModel):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
         """A copy with fields of named sections replaced, validated like the environment."""

@@ -1,0 +1,305 @@
+"""The query and agent API: FastAPI over the live index release and the agent runtime.
+
+Built from the shared configuration like the CLI, with no Dagster import. The live release is
+re-read every ``AIPLATFORM_SERVING_REFRESH_S`` by a background thread; a request in flight keeps
+the engine it started with, and a release that fails to load leaves the last good one serving
+(``/readyz`` says why). Every response carries ``X-Request-ID`` and every log line the same id.
+"""
+
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import replace
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiplatform_dagster.config import Settings
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.serving.keys import (
+    ApiKey,
+    AuthError,
+    KeyStore,
+    Scope,
+    authorize,
+    keys_path,
+)
+from aiplatform_dagster.serving.rate_limit import RateLimiter
+
+logger = logging.getLogger("aiplatform.serving")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class QueryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, description="The question, in plain language.")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(
+        default=None, description="Force a search mode (default: the router decides)."
+    )
+    top_n: int | None = Field(default=None, ge=1, le=20, description="Sources to answer from.")
+    use_cache: bool = True
+
+
+class AgentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request: str = Field(min_length=1, description="What the agents should do.")
+    agent: str | None = Field(default=None, description="Agent from the registry.")
+    mode: Literal["sequential", "parallel", "hierarchical"] | None = None
+    subtasks: list[str] = Field(default_factory=list, max_length=8)
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["approve", "reject", "continue"]
+    note: str = Field(default="", max_length=2_000)
+
+
+class Service:
+    """What the API serves from: the live query engine and (when an LLM is configured) the
+    agent runtime, opened once for the process."""
+
+    def __init__(self, settings: Settings, live: Any, agents: Any, agents_error: str | None):
+        self.settings = settings
+        self.live = live
+        self.agents = agents
+        self.agents_error = agents_error
+        self.keys = KeyStore.load(keys_path(settings))
+        self.limiter = RateLimiter()
+        self.last_refresh_error: str | None = None
+        self._agents_lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Follow the live release, and the key file (a created or revoked key takes effect
+        within one refresh, without a restart)."""
+        self.keys = KeyStore.load(keys_path(self.settings))
+        reload = self.live.refresh()
+        self.last_refresh_error = reload.error
+        if reload.error:
+            logger.error("live release not refreshed, still serving %s: %s", reload.release_id,
+                         reload.error)  # fmt: skip
+        elif reload.moved:
+            logger.info("now serving release %s", reload.release_id)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    live_factory: Callable[[Settings], Any] | None = None,
+    open_agents: Callable[[Settings], Any] | None = None,
+) -> FastAPI:
+    """The API over ``settings``. ``live_factory`` builds the live engine (default:
+    ``rag.factory.LiveQueryEngine``) and ``open_agents`` the agent runtime's context manager
+    (default: ``agents.runtime.open_runtime``); both are opened when the app starts."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Iterator[None]:
+        with ExitStack() as stack:
+            app.state.service = _start(settings, live_factory, open_agents, stack)
+            stop = threading.Event()
+            refresher = threading.Thread(
+                target=_refresh_loop, args=(app.state.service, stop), daemon=True
+            )
+            refresher.start()
+            stack.callback(stop.set)
+            yield
+
+    app = FastAPI(
+        title="aiplatform",
+        version="1",
+        description="Questions answered with citations from the live index release, and agent "
+        "workflows. Send your key as `Authorization: Bearer <key>`.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        limit = settings.serving.max_body_bytes
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            response: Any = _error(413, f"request body over {limit} bytes", request_id)
+        else:
+            response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        logger.info("%s %s %s -> %s", request_id, request.method, request.url.path,
+                    response.status_code)  # fmt: skip
+        return response
+
+    def service(request: Request) -> Service:
+        return request.app.state.service
+
+    def caller(scope: Scope) -> Callable[[Request], ApiKey]:
+        def check(request: Request) -> ApiKey:
+            svc = service(request)
+            try:
+                key = authorize(svc.keys, request.headers, scope)
+            except AuthError as error:
+                raise HTTPException(error.status, str(error), headers=error.headers) from None
+            wait = svc.limiter.acquire(key.name, key.requests_per_minute)
+            if wait is not None:
+                raise HTTPException(
+                    429,
+                    f"rate limit of {key.requests_per_minute} requests per minute reached",
+                    headers={"Retry-After": str(int(wait))},
+                )
+            return key
+
+        return check
+
+    query_key = Annotated[ApiKey, Depends(caller(Scope.QUERY))]
+    agent_key = Annotated[ApiKey, Depends(caller(Scope.AGENT))]
+
+    origins = [o.strip() for o in settings.serving.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless configured: browsers then refuse cross-origin calls
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'][1:]) or 'body'}: {item['msg']}"
+            for item in error.errors()
+        )
+        return _error(422, f"invalid request: {problems}", request.state.request_id)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        response = _error(error.status_code, str(error.detail), request.state.request_id)
+        response.headers.update(error.headers or {})
+        return response
+
+    @app.get("/healthz", summary="The process is up.")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A release is loaded and serving.")
+    def readyz(request: Request) -> JSONResponse:
+        svc = service(request)
+        body = {
+            "release_id": svc.live.release_id,
+            "agents": "ready" if svc.agents is not None else svc.agents_error,
+            "last_refresh_error": svc.last_refresh_error,
+        }
+        ready = bool(svc.live.release_id)
+        return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
+
+    @app.post("/v1/query", summary="Answer a question with cited sources.")
+    def query(body: QueryRequest, request: Request, key: query_key) -> dict[str, Any]:
+        from aiplatform_dagster.rag.query.retriever import SearchMode
+
+        svc = service(request)
+        if len(body.question) > settings.serving.max_query_chars:
+            raise HTTPException(413, f"question over {settings.serving.max_query_chars} characters")
+        engine = svc.live.engine  # this request keeps this engine, even across a swap
+        defaults = engine.defaults
+        options = replace(
+            defaults,
+            mode=SearchMode(body.mode) if body.mode else None,
+            top_n=body.top_n or defaults.top_n,
+            candidates=max(defaults.candidates, body.top_n or 0),
+            use_cache=body.use_cache,
+        )
+        try:
+            answer = engine.ask(body.question, options)
+        except (PlatformError, ValueError) as error:
+            raise HTTPException(400, str(error)) from None
+        return {
+            **answer.as_dict(),
+            "release_id": engine.retriever.release_id,
+            "request_id": request.state.request_id,
+        }
+
+    def runtime(request: Request) -> Any:
+        svc = service(request)
+        if svc.agents is None:
+            raise HTTPException(503, f"agents are not available: {svc.agents_error}")
+        return svc
+
+    @app.post("/v1/agent", summary="Run a request through an agent workflow.")
+    def run_agent(body: AgentRequest, request: Request, key: agent_key) -> dict[str, Any]:
+        svc = runtime(request)
+        try:
+            result = svc.agents.run(
+                body.request, agent=body.agent, mode=body.mode, subtasks=body.subtasks
+            )
+        except PlatformError as error:
+            raise HTTPException(400, str(error)) from None
+        return {**result.as_dict(), "request_id": request.state.request_id}
+
+    @app.get("/v1/agent/{thread_id}", summary="Where a thread stands.")
+    def agent_thread(thread_id: str, request: Request, key: agent_key) -> dict[str, Any]:
+        svc = runtime(request)
+        try:
+            record = svc.agents.threads.get(thread_id)
+        except PlatformError as error:
+            raise HTTPException(400, str(error)) from None
+        if record is None:
+            raise HTTPException(404, f"no thread {thread_id}")
+        return {
+            "thread_id": record.thread_id,
+            "agent": record.agent,
+            "mode": record.mode,
+            "status": record.status.value,
+            "reason": record.reason,
+            "updated_at": record.updated_at.isoformat() if record.updated_at else None,
+        }
+
+    @app.post("/v1/agent/{thread_id}/resume", summary="Answer or continue a thread.")
+    def resume_agent(
+        thread_id: str,
+        body: ResumeRequest,
+        request: Request,
+        key: agent_key,
+    ) -> dict[str, Any]:
+        svc = runtime(request)
+        approve = {"approve": True, "reject": False, "continue": None}[body.decision]
+        try:
+            result = svc.agents.resume(thread_id, approve, body.note)
+        except PlatformError as error:
+            raise HTTPException(409, str(error)) from None
+        return {**result.as_dict(), "request_id": request.state.request_id}
+
+    return app
+
+
+def _start(
+    settings: Settings,
+    live_factory: Callable[[Settings], Any] | None,
+    open_agents: Callable[[Settings], Any] | None,
+    stack: ExitStack,
+) -> Service:
+    """Load the live release; open the agent runtime when an LLM is configured (the query path
+    works without one: extractive answers)."""
+    from aiplatform_dagster.agents.runtime import open_runtime
+    from aiplatform_dagster.rag.factory import LiveQueryEngine
+
+    live = (live_factory or LiveQueryEngine)(settings)
+    agents, agents_error = None, None
+    try:
+        agents = stack.enter_context((open_agents or open_runtime)(settings))
+    except PlatformError as error:
+        agents_error = str(error)
+        logger.warning("agent endpoints disabled: %s", error)
+    return Service(settings, live, agents, agents_error)
+
+
+def _refresh_loop(service: Service, stop: threading.Event) -> None:
+    while not stop.wait(service.settings.serving.refresh_s):
+        service.refresh()
+
+
+def _error(status: int, message: str, request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message, "request_id": request_id},
+        status_code=status,
+        headers={"X-Request-ID": request_id},
+    )
