@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiplatform_dagster.agents.checkpoints import THREADS_TABLE, Database, open_checkpointer
 from aiplatform_dagster.config import Settings
@@ -64,6 +64,16 @@ SCHEMA = (
     f"ON {THREADS_TABLE} (status, updated_at)",
 )
 COLUMNS = "thread_id, agent, mode, request, status, reason, graph_version, created_at, updated_at"
+
+
+Decision = Literal["approve", "reject", "continue"]
+"""A human's answer to a thread: approve or reject the step it waits on, or continue a thread
+whose process died."""
+
+
+def approval_of(decision: Decision) -> bool | None:
+    """``decision`` as ``AgentRuntime.resume``'s ``approve`` argument."""
+    return {"approve": True, "reject": False, "continue": None}[decision]
 
 
 class InvalidThreadId(PlatformError):
@@ -149,17 +159,7 @@ class ThreadIndex:
             "mode = excluded.mode, request = excluded.request, status = excluded.status, "
             "reason = excluded.reason, graph_version = excluded.graph_version, "
             "updated_at = excluded.updated_at RETURNING created_at",
-            (
-                record.thread_id,
-                record.agent,
-                record.mode,
-                record.request,
-                ThreadStatus(record.status).value,
-                record.reason,
-                record.graph_version,
-                now,
-                now,
-            ),
+            _row(record, now),
         )
         return replace(
             record,
@@ -176,17 +176,7 @@ class ThreadIndex:
         created = self._db.rows(
             f"INSERT INTO {THREADS_TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (
-                record.thread_id,
-                record.agent,
-                record.mode,
-                record.request,
-                ThreadStatus(record.status).value,
-                record.reason,
-                record.graph_version,
-                now,
-                now,
-            ),
+            _row(record, now),
         )
         if not created:
             return None
@@ -264,6 +254,21 @@ def open_thread_index(settings: Settings) -> Iterator[ThreadIndex]:
     checkpointer shares its connections with ``ThreadIndex.over(checkpointer)``."""
     with open_checkpointer(settings) as checkpointer:
         yield ThreadIndex.over(checkpointer)
+
+
+def _row(record: ThreadRecord, now: float) -> tuple[Any, ...]:
+    """``record``'s values in COLUMNS order, created and updated ``now``."""
+    return (
+        record.thread_id,
+        record.agent,
+        record.mode,
+        record.request,
+        ThreadStatus(record.status).value,
+        record.reason,
+        record.graph_version,
+        now,
+        now,
+    )
 
 
 def _record(row: dict[str, Any]) -> ThreadRecord:

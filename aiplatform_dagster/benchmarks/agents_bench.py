@@ -43,6 +43,7 @@ from aiplatform_dagster.agents.tracing import open_tracer
 from aiplatform_dagster.agents.workflows.sequential import VALIDATOR_PROMPT
 from aiplatform_dagster.agents.workflows.steps import Budget
 from aiplatform_dagster.config import Settings, load_settings
+from aiplatform_dagster.evaluation.latency import percentiles
 from aiplatform_dagster.models.llm import ChatTurn, ToolCall
 
 AGENT = "researcher"
@@ -79,11 +80,6 @@ class InstantChat:
 
     def _turn(self, text: str | None, calls: tuple[ToolCall, ...] = ()) -> ChatTurn:
         return ChatTurn(text, calls, PROMPT_TOKENS, COMPLETION_TOKENS, MODEL)
-
-
-def percentile(values: Sequence[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def bench_agents(
@@ -130,7 +126,7 @@ def bench_agents(
         "postgres": postgres,
         "governance_p50_us": statistics.median(governance_us),
         "trace_event_p50_us": statistics.median(trace_us),
-        "trace_event_p95_us": percentile(trace_us, 0.95),
+        "trace_event_p95_us": percentiles(trace_us, (95,))["p95_ms"],
     }
 
 
@@ -184,7 +180,7 @@ def _bench_direct(settings: Settings, repeats: int, warmup: int) -> dict[str, An
             times.append((time.perf_counter() - started) * 1000)
     return {
         "p50_ms": statistics.median(times),
-        "p95_ms": percentile(times, 0.95),
+        "p95_ms": percentiles(times, (95,))["p95_ms"],
         "llm_calls": llm_calls,
         "tool_calls": tool_calls,
     }
@@ -250,13 +246,13 @@ def _bench_backend(
         "llm_calls": llm_calls.pop(),
         "tool_calls": tool_calls.pop(),
         "p50_ms": statistics.median(times),
-        "p95_ms": percentile(times, 0.95),
+        "p95_ms": percentiles(times, (95,))["p95_ms"],
         "invoke_p50_ms": statistics.median(invoke_ms),
         "writes": len(all_writes),
         "writes_per_workflow": statistics.mean(writes_per_run),
         "writes_per_workflow_range": (min(writes_per_run), max(writes_per_run)),
         "write_p50_ms": statistics.median(all_writes),
-        "write_p95_ms": percentile(all_writes, 0.95),
+        "write_p95_ms": percentiles(all_writes, (95,))["p95_ms"],
         "write_ms_per_workflow_p50": statistics.median(write_ms_per_run),
     }
 

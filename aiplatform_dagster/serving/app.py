@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiplatform_dagster.agents.threads import Decision, approval_of
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.serving.keys import (
@@ -56,7 +57,7 @@ class AgentRequest(BaseModel):
 
 class ResumeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    decision: Literal["approve", "reject", "continue"]
+    decision: Decision
     note: str = Field(default="", max_length=2_000)
 
 
@@ -261,7 +262,7 @@ def create_app(
         key: agent_key,
     ) -> dict[str, Any]:
         svc = runtime(request)
-        approve = {"approve": True, "reject": False, "continue": None}[body.decision]
+        approve = approval_of(body.decision)
         try:
             result = svc.agents.resume(thread_id, approve, body.note)
         except PlatformError as error:

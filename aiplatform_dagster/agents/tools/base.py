@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.llm import RetryPolicy
 
 if TYPE_CHECKING:
     from aiplatform_dagster.agents.memory import SharedMemory
 
-MAX_BACKOFF_S = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,9 @@ class ToolRunner:
         return outcome
 
     def _attempts(self, spec: ToolSpec, parsed: BaseModel, context: ToolContext) -> ToolOutcome:
-        """The call, retried with exponential backoff while it fails transiently."""
+        """The call, retried with exponential backoff while it fails transiently (the LLM
+        client's policy: doubling from ``backoff_s``, capped)."""
+        policy = RetryPolicy(spec.timeout_s, spec.max_retries, spec.backoff_s)
         attempts = spec.max_retries + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -366,7 +368,7 @@ class ToolRunner:
             else:
                 return _finished(spec, raw, attempt)
             if attempt < attempts:
-                delay = min(spec.backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+                delay = policy.delay_s(attempt)
                 logger.warning(
                     "%s on attempt %d of %d; retrying in %g s", message, attempt, attempts, delay
                 )

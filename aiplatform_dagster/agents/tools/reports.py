@@ -10,8 +10,6 @@ bytes, so whichever move lands last changes nothing.
 """
 
 import hashlib
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aiplatform_dagster.agents.tools.base import ToolContext, ToolOutcome, ToolSpec, ToolStatus
 from aiplatform_dagster.config import Settings
+from aiplatform_dagster.rag.index.atomic import write_atomically
 
 NAME = "publish_report"
 PERMISSION = "reports:write"
@@ -59,17 +58,7 @@ def publish(folder: Path, report: ReportInput, context: ToolContext) -> ToolOutc
         if path.exists():
             return _outcome(path, context, replayed=True)
         text = f"# {report.title}\n\n{report.body.strip()}\n"
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(path, lambda pending: pending.write_text(text, encoding="utf-8"))
     return _outcome(path, context, replayed=False)
 
 

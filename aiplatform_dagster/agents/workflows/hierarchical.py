@@ -11,13 +11,18 @@ import json
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send, interrupt
+from langgraph.types import Send
 
 from aiplatform_dagster.agents.definitions import AgentDefinition
 from aiplatform_dagster.agents.state import WorkflowState, add_spend, spend
 from aiplatform_dagster.agents.workflows.nodes import budget_of, finish, stopped, thread_of, traced
 from aiplatform_dagster.agents.workflows.services import Services
-from aiplatform_dagster.agents.workflows.steps import model_turn, payload_of, run_agent
+from aiplatform_dagster.agents.workflows.steps import (
+    model_turn,
+    payload_of,
+    run_agent,
+    shared_notes,
+)
 
 VERSION = "hierarchical/1"
 DELEGATE = "delegate"
@@ -106,16 +111,6 @@ def build(services: Services) -> StateGraph:
         member = registry.get(state["delegate"])
         thread_id = thread_of(config)
         delegation = state["delegations"][state["task_index"]]
-        notes = "\n".join(f"- {k}: {v}" for k, v in services.memory.items(thread_id).items())
-
-        def approve(agent_def: AgentDefinition, call: Any) -> dict[str, Any]:
-            return interrupt(
-                {
-                    "kind": "approval",
-                    "agent": agent_def.name,
-                    "reason": f"{agent_def.name} asks to call {call.name} with {call.arguments}",
-                }
-            )
 
         work = run_agent(
             services,
@@ -124,8 +119,7 @@ def build(services: Services) -> StateGraph:
             thread_id=thread_id,
             call_prefix=f"r{state.get('rounds')}:d{state['task_index']}",
             workflow=budget_of(state, coordinator_def),
-            notes=notes,
-            approve=approve,
+            notes=shared_notes(services, thread_id),
         )
         handoff = work.handoff.model_copy(update={"ref": delegation["id"]})
         services.memory.put(thread_id, f"{member.name}: {state['task']}", handoff.answer)

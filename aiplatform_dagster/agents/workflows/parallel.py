@@ -9,12 +9,17 @@ share the thread's memory: each finds what the others wrote before it started.
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Send, interrupt
+from langgraph.types import Send
 
 from aiplatform_dagster.agents.state import WorkflowState, add_spend, spend
 from aiplatform_dagster.agents.workflows.nodes import budget_of, finish, stopped, thread_of, traced
 from aiplatform_dagster.agents.workflows.services import Services
-from aiplatform_dagster.agents.workflows.steps import model_turn, parse_json, run_agent
+from aiplatform_dagster.agents.workflows.steps import (
+    model_turn,
+    parse_json,
+    run_agent,
+    shared_notes,
+)
 
 VERSION = "parallel/1"
 MAX_SUBTASKS = 8
@@ -63,18 +68,6 @@ def build(services: Services) -> StateGraph:
         agent = registry.get(state["agent"])
         thread_id = thread_of(config)
         task, index = state["task"], state["task_index"]
-        notes = "\n".join(
-            f"- {key}: {value}" for key, value in services.memory.items(thread_id).items()
-        )
-
-        def approve(agent_def: Any, call: Any) -> dict[str, Any]:
-            return interrupt(
-                {
-                    "kind": "approval",
-                    "agent": agent_def.name,
-                    "reason": f"{agent_def.name} asks to call {call.name} with {call.arguments}",
-                }
-            )
 
         work = run_agent(
             services,
@@ -83,8 +76,7 @@ def build(services: Services) -> StateGraph:
             thread_id=thread_id,
             call_prefix=f"w{index}",
             workflow=budget_of(state, agent),
-            notes=notes,
-            approve=approve,
+            notes=shared_notes(services, thread_id),
         )
         services.memory.put(thread_id, f"subtask {index}", work.handoff.answer)
         return {

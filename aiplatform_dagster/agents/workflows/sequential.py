@@ -17,6 +17,7 @@ from aiplatform_dagster.agents.state import WorkflowState, add_spend, spend
 from aiplatform_dagster.agents.workflows.nodes import budget_of, finish, stopped, thread_of, traced
 from aiplatform_dagster.agents.workflows.services import Services
 from aiplatform_dagster.agents.workflows.steps import (
+    ask_approval,
     call_of,
     call_tool,
     model_turn,
@@ -67,14 +68,7 @@ def build(services: Services) -> StateGraph:
         decisions = {}
         for payload in state.get("pending_calls") or []:
             if payload["name"] in agent.escalation.approve_tools:
-                decisions[payload["id"]] = interrupt(
-                    {
-                        "kind": "approval",
-                        "agent": agent.name,
-                        "reason": f"{agent.name} asks to call {payload['name']} "
-                        f"with {payload['arguments']}",
-                    }
-                )
+                decisions[payload["id"]] = ask_approval(agent, call_of(payload))
         return {"approvals": decisions, "spend": spend(steps=1)}
 
     def executor(state: WorkflowState, config: dict) -> dict[str, Any]:

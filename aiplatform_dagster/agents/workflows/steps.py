@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langgraph.types import interrupt
+
 from aiplatform_dagster.agents.definitions import AgentDefinition, Limits
 from aiplatform_dagster.agents.governance import Breach, breach, refusal
 from aiplatform_dagster.agents.state import HandOff, add_spend, spend
@@ -130,6 +132,23 @@ def _cost(services: Services, model: str | None, prompt: int, completion: int) -
     return services.prices.cost(model, prompt, completion) if model else 0.0
 
 
+def ask_approval(agent: AgentDefinition, call: ToolCall) -> dict[str, Any]:
+    """Pause the workflow until a human decides on ``call`` (LangGraph ``interrupt``); once
+    resumed, the decision: {approved, note}."""
+    return interrupt(
+        {
+            "kind": "approval",
+            "agent": agent.name,
+            "reason": f"{agent.name} asks to call {call.name} with {call.arguments}",
+        }
+    )
+
+
+def shared_notes(services: Services, thread_id: str) -> str:
+    """What the thread's agents wrote to its shared memory, one line each."""
+    return "\n".join(f"- {key}: {value}" for key, value in services.memory.items(thread_id).items())
+
+
 def tool_message(call: ToolCall, result: Mapping[str, Any]) -> dict[str, Any]:
     """The tool result as the model reads it."""
     return {"role": "tool", "tool_call_id": call.id, "content": str(result["content"])}
@@ -193,13 +212,11 @@ def run_agent(
     call_prefix: str,
     workflow: Budget,
     notes: str = "",
-    approve: Any = None,
 ) -> AgentWork:
     """An agent's loop on one task: model turn, governed tool calls, until it answers, runs
     out of rounds, or a budget (the workflow's or its own) is spent.
 
-    ``approve(agent, call)`` is asked before a tool the agent's escalation policy names; it
-    returns the human's decision (the workflows pass LangGraph's ``interrupt``).
+    A tool the agent's escalation policy names waits for a human first (``ask_approval``).
     Call ids are derived from ``call_prefix`` and the position of the call, so a re-run of the
     node after a crash or a resume gives each call the same idempotency key.
     """
@@ -251,8 +268,8 @@ def run_agent(
             if over:
                 return report("budget_exceeded", last_text, [over.message])
             decision = None
-            if approve is not None and call.name in agent.escalation.approve_tools:
-                decision = approve(agent, call)
+            if call.name in agent.escalation.approve_tools:
+                decision = ask_approval(agent, call)
             result = call_tool(
                 services, agent, call, thread_id, f"{call_prefix}:{round_number}:{index}", decision
             )

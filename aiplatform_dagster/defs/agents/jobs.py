@@ -4,11 +4,10 @@ Migration is its own step (the checkpointer's ``setup()`` takes locks and runs D
 never happen inside a request); the other jobs and the runtime refuse an un-migrated store.
 """
 
-from typing import Literal
-
 import dagster as dg
 from pydantic import Field
 
+from aiplatform_dagster.agents.threads import Decision, approval_of
 from aiplatform_dagster.defs.agents.assets import checkpoint_retention
 from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
 from aiplatform_dagster.defs.resources import PlatformResource
@@ -37,7 +36,7 @@ def migrate_agent_store() -> None:
 
 class ResumeConfig(dg.Config):
     thread_id: str = Field(description="The waiting thread (see the agent_escalations asset).")
-    decision: Literal["approve", "reject", "continue"] = Field(
+    decision: Decision = Field(
         description="approve: the step it waits on runs; reject: it is refused; continue: a "
         "thread whose process died (status running) goes on from its last checkpoint."
     )
@@ -53,7 +52,7 @@ def resume_agent_thread_op(
     from aiplatform_dagster.agents.tracing import trace_path
 
     settings = platform.settings()
-    approve = {"approve": True, "reject": False, "continue": None}[config.decision]
+    approve = approval_of(config.decision)
     try:
         with open_runtime(settings) as runtime:
             result = runtime.resume(config.thread_id, approve, config.note)
