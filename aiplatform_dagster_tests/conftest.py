@@ -1,10 +1,12 @@
 """Shared fixtures: the real embedding model, throwaway corpora and an isolated platform."""
 
 import os
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -21,6 +23,18 @@ from aiplatform_dagster_tests.postgres import POSTGRES_ADMIN_DSN  # noqa: F401 (
 
 REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 """The real Redis the tests use; each test keeps to its own key prefix and deletes it."""
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A prefix no other test uses; every key under it is deleted afterwards."""
+    prefix = f"aiplatform-test:{uuid.uuid4().hex}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    assert not list(client.scan_iter(match=f"{prefix}*"))
 
 
 SMALL_CORPUS = {

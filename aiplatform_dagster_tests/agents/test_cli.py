@@ -82,29 +82,27 @@ def test_the_researcher_cites_knowledge_base_passages(
     assert set(result["citations"]) <= {s["chunk_id"] for s in result["sources"]}
 
 
-def test_pool_workers_share_memory_in_redis_and_threads_stay_apart(agent_cli, capsys, monkeypatch):
-    prefix = f"test:agents:{uuid.uuid4().hex}:"
+def test_pool_workers_share_memory_in_redis_and_threads_stay_apart(
+    agent_cli, capsys, monkeypatch, redis_prefix
+):
+    prefix = redis_prefix
     monkeypatch.setenv("AIPLATFORM_REDIS_URL", REDIS_URL)
     monkeypatch.setenv("AIPLATFORM_AGENTS_MEMORY_PREFIX", prefix)
     client = redis.Redis.from_url(REDIS_URL)
-    try:
-        main(["agent", "migrate"])
-        capsys.readouterr()
-        request = (
-            'Sums.\n- one CALL calculator {"expression": "1+1"}\n'
-            '- two CALL calculator {"expression": "2+2"}'
-        )
-        _, first = run_json(capsys, "run", request, "--agent", "research_pool")
-        _, second = run_json(capsys, "run", "Nothing to split.", "--mode", "parallel")
-        keys = {k.decode() for k in client.scan_iter(f"{prefix}*")}
-        assert keys == {
-            f"{prefix}thread:{first['thread_id']}:memory",
-            f"{prefix}thread:{second['thread_id']}:memory",
-        }
-        shared = client.hgetall(f"{prefix}thread:{first['thread_id']}:memory")
-        assert {k.decode() for k in shared} == {"subtask 0", "subtask 1", "answer"}
-        assert b"1+1 = 2" in shared[b"subtask 0"] or b"1+1 = 2" in shared[b"subtask 1"]
-        assert 0 < client.ttl(f"{prefix}thread:{first['thread_id']}:memory") <= 24 * 3600
-    finally:
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
+    main(["agent", "migrate"])
+    capsys.readouterr()
+    request = (
+        'Sums.\n- one CALL calculator {"expression": "1+1"}\n'
+        '- two CALL calculator {"expression": "2+2"}'
+    )
+    _, first = run_json(capsys, "run", request, "--agent", "research_pool")
+    _, second = run_json(capsys, "run", "Nothing to split.", "--mode", "parallel")
+    keys = {k.decode() for k in client.scan_iter(f"{prefix}*")}
+    assert keys == {
+        f"{prefix}thread:{first['thread_id']}:memory",
+        f"{prefix}thread:{second['thread_id']}:memory",
+    }
+    shared = client.hgetall(f"{prefix}thread:{first['thread_id']}:memory")
+    assert {k.decode() for k in shared} == {"subtask 0", "subtask 1", "answer"}
+    assert b"1+1 = 2" in shared[b"subtask 0"] or b"1+1 = 2" in shared[b"subtask 1"]
+    assert 0 < client.ttl(f"{prefix}thread:{first['thread_id']}:memory") <= 24 * 3600

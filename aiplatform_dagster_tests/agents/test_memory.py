@@ -3,8 +3,6 @@ the in-process fallback behave alike."""
 
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +19,6 @@ from aiplatform_dagster.config import load_settings
 from aiplatform_dagster_tests.conftest import REDIS_URL
 
 FINDING = {"source": "runbooks/paging.md", "escalate_after_min": 15, "tags": ["sev-1", "ü"]}
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A prefix no other test uses; every key under it is deleted afterwards."""
-    prefix = f"aiplatform-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    yield prefix
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
 
 
 @pytest.fixture(params=["redis", "local"])

@@ -1,8 +1,7 @@
 """Both cache backends must round-trip answers, count hits, expire, and key on every input."""
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,18 +27,6 @@ MESSAGES = (
 )
 GENERATION = {"model": "gpt-4o-mini", "temperature": 0.0, "max_tokens": 1024}
 KEY_PARTS = (MESSAGES, GENERATION, "prompt-v3")
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A prefix no other test uses; every key under it is deleted afterwards."""
-    prefix = f"aiplatform-test:{uuid.uuid4().hex}:"
-    client = redis.Redis.from_url(REDIS_URL)
-    yield prefix
-    keys = list(client.scan_iter(match=f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    assert not list(client.scan_iter(match=f"{prefix}*"))
 
 
 @pytest.fixture(params=["redis", "sqlite"])
