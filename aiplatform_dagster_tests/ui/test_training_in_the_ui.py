@@ -29,6 +29,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     chromium,
     metadata_value,
     open_ui,
+    reload_until_visible,
     select_event,
 )
 
@@ -185,7 +186,9 @@ def test_training_in_the_dagster_ui(ui: DagsterUI, benchmark: Path, mlflow_url: 
 
 
 def open_materialised(ui: DagsterUI, key: str, run_id: str) -> None:
-    """Open an asset's page and wait until it has loaded its latest materialisation, the one
-    made by run ``run_id`` (its status links to that run)."""
+    """Open an asset's page and wait until it shows its latest materialisation, the one made by
+    run ``run_id`` (its status links to that run). The catalog's cached asset status can lag a
+    run that just ended (seen in CI: "Never materialized"), so reload as a user would."""
     ui.open_asset(key)
-    expect(ui.page.locator(f"a[href*='/runs/{run_id}']").first).to_be_visible()
+    made_by_run = ui.page.locator(f"a[href*='/runs/{run_id}']").first
+    reload_until_visible(ui, made_by_run, 120, f"{key} materialised by run {run_id}")
