@@ -4,7 +4,8 @@ POSIX record locks (``fcntl.lockf``) are released by the kernel when their proce
 writer killed with SIGKILL never leaves a stale lock behind, and they are forwarded to the
 server by NFS and by SMB mounts without ``nobrl`` (Azure Files), so pods on different nodes
 exclude each other too. A record lock belongs to a process, not a file descriptor, so a
-thread lock guards against a second writer in the same process.
+thread lock per lock file guards against a second writer in the same process (one per file, so
+a writer may hold one lock while it takes another, as a serving flip holds the index's).
 """
 
 import fcntl
@@ -21,7 +22,8 @@ from pathlib import Path
 from aiplatform_dagster.errors import PlatformError
 
 _POLL_S = 0.05
-_THREAD_LOCK = threading.Lock()
+_THREAD_LOCKS: dict[Path, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 class LockTimeout(PlatformError):
@@ -38,7 +40,8 @@ def writer_lock(path: Path, timeout_s: float, purpose: str) -> Iterator[None]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_s
-    if not _THREAD_LOCK.acquire(timeout=max(timeout_s, 0)):
+    thread_lock = _thread_lock(path)
+    if not thread_lock.acquire(timeout=max(timeout_s, 0)):
         raise LockTimeout(f"{path}: another writer in this process held the lock for {timeout_s}s")
     try:
         with open(path, "a+") as handle:
@@ -49,7 +52,7 @@ def writer_lock(path: Path, timeout_s: float, purpose: str) -> Iterator[None]:
                 except OSError:
                     if time.monotonic() >= deadline:
                         raise LockTimeout(
-                            f"{path}: another writer holds the index lock "
+                            f"{path}: another writer holds the lock "
                             f"({_holder(path)}); waited {timeout_s:.0f}s. Wait for it to finish "
                             "or raise AIPLATFORM_RELEASE_LOCK_TIMEOUT_S."
                         ) from None
@@ -63,7 +66,12 @@ def writer_lock(path: Path, timeout_s: float, purpose: str) -> Iterator[None]:
             finally:
                 fcntl.lockf(handle, fcntl.LOCK_UN)
     finally:
-        _THREAD_LOCK.release()
+        thread_lock.release()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(path.resolve(), threading.Lock())
 
 
 def _owner(purpose: str) -> dict[str, object]:
