@@ -17,6 +17,7 @@ from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.rag.query.retriever import FusionMethod, SearchMode
 from aiplatform_dagster.serving.commands import add_serving_commands
+from aiplatform_dagster.who import cli_operator
 
 SNIPPET_CHARS = 240
 FUSIONS = [method.value for method in FusionMethod]
@@ -357,7 +358,7 @@ def _model_promote(args: argparse.Namespace, settings: Any) -> int:
             file=sys.stderr,
         )
         return 2
-    moves = _registry(settings).promote(args.name, args.version, args.reason, _operator())
+    moves = _registry(settings).promote(args.name, args.version, args.reason, cli_operator())
     for move in moves:
         print(f"{move.model}@{move.alias}: {move.from_version or '-'} -> {move.to_version}")
     return 0
@@ -374,12 +375,12 @@ def _model_rollback(args: argparse.Namespace, settings: Any) -> int:
             _registry(settings),
             args.name,
             args.reason,
-            _operator(),
+            cli_operator(),
         )
         print(f"current: {moved.replaced_release} -> {moved.release_id}")
         moves = moved.moves
     else:
-        moves = _registry(settings).rollback(args.name, args.reason, _operator())
+        moves = _registry(settings).rollback(args.name, args.reason, cli_operator())
     for move in moves:
         print(f"{move.model}@{move.alias}: {move.from_version} -> {move.to_version}")
     return 0
@@ -390,12 +391,6 @@ def _embedder_name(settings: Any) -> str:
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
     return mlflow_target(settings).model_name(EMBEDDER)
-
-
-def _operator() -> str:
-    import getpass
-
-    return f"cli:{getpass.getuser()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -131,6 +131,13 @@ class ModelRegistry:
         except MlflowException:
             return None
 
+    def numbered(self, name: str, version: str) -> ModelVersion | None:
+        """Version ``version`` of ``name``, or None when there is no such version."""
+        try:
+            return self.client.get_model_version(name, version)
+        except MlflowException:
+            return None
+
     def move_alias(
         self,
         name: str,

@@ -1,8 +1,10 @@
-"""Models the query path loads from the registry, always through an alias."""
+"""Models the query path loads from the registry: through an alias (what training moves), or
+pinned to a version number (what a serving release serves)."""
 
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.artifacts
@@ -18,33 +20,55 @@ from aiplatform_dagster.mlops.router import TrainedRouter, load_router
 from aiplatform_dagster.mlops.tracking import MlflowTarget
 from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
 
-_ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[\w-]+)$")
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
 
-def parse_alias_uri(uri: str) -> tuple[str, str]:
-    """``models:/NAME@ALIAS`` -> (NAME, ALIAS); versions are never pinned by number here."""
-    match = _ALIAS_URI.match(uri)
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model named by an alias (what training moves) or by a version number (what a
+    serving release pins, so the model it serves never changes under it)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @property
+    def wanted(self) -> str:
+        """What a version must be to match, for error messages."""
+        return f"has the alias {self.alias!r}" if self.alias else f"is version {self.version}"
+
+    def pinned(self, version: str) -> str:
+        return f"models:/{self.name}/{version}"
+
+    def resolve(self, registry: ModelRegistry) -> ModelVersion | None:
+        """The version this reference names now (None: the alias is unset or no such version)."""
+        if self.version is not None:
+            return registry.numbered(self.name, self.version)
+        return registry.version(self.name, self.alias or "")
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    match = _MODEL_URI.match(uri)
     if match is None:
         raise RegistryError(
-            f"{uri!r} is not a registry alias URI; use models:/NAME@ALIAS, "
-            "e.g. models:/query_router@champion"
+            f"{uri!r} is not a registry URI; use models:/NAME@ALIAS (e.g. "
+            "models:/query_router@champion) or models:/NAME/VERSION"
         )
-    return match["name"], match["alias"]
+    return ModelRef(match["name"], match["alias"], match["version"])
 
 
 def load_registered_router(target: MlflowTarget, uri: str, cache_root: Path) -> TrainedRouter:
-    """The router version the alias names now (downloaded once into ``cache_root``)."""
-    version, folder = alias_folder(target, uri, cache_root)
-    name, alias = parse_alias_uri(uri)
-    return load_router(folder, f"trained router {name} v{version} (@{alias})", version)
+    """The router version the URI names (downloaded once into ``cache_root``)."""
+    version, folder = model_folder(target, uri, cache_root)
+    return load_router(folder, f"trained router {uri} (v{version})", version)
 
 
-def alias_version(target: MlflowTarget, uri: str) -> str | None:
-    """The version ``models:/NAME@ALIAS`` names now (None when the alias is unset): a cheap
-    check a long-running process makes before loading anything."""
-    name, alias = parse_alias_uri(uri)
-    version = ModelRegistry(target.client()).version(name, alias)
-    return version.version if version else None
+def resolved_version(target: MlflowTarget, uri: str) -> str | None:
+    """The version a registry URI names now (None when the alias is unset): a cheap check a
+    long-running process makes before loading anything."""
+    version = parse_model_uri(uri).resolve(ModelRegistry(target.client()))
+    return str(version.version) if version else None
 
 
 def registered_folder(target: MlflowTarget, version: ModelVersion, cache_root: Path) -> Path:
@@ -69,27 +93,26 @@ def registered_folder(target: MlflowTarget, version: ModelVersion, cache_root: P
     return folder
 
 
-def alias_folder(target: MlflowTarget, uri: str, cache_root: Path) -> tuple[str, Path]:
-    """The version ``models:/NAME@ALIAS`` names now and its files on this machine."""
-    name, alias = parse_alias_uri(uri)
-    version = ModelRegistry(target.client()).version(name, alias)
+def model_folder(target: MlflowTarget, uri: str, cache_root: Path) -> tuple[str, Path]:
+    """The version a registry URI names now and its files on this machine."""
+    ref = parse_model_uri(uri)
+    version = ref.resolve(ModelRegistry(target.client()))
     if version is None:
         raise RegistryError(
-            f"{uri}: no version of {name} has the alias {alias!r} in {target.tracking_uri} "
+            f"{uri}: no version of {ref.name} {ref.wanted} in {target.tracking_uri} "
             "(train and promote one: materialise the training group)"
         )
     return version.version, registered_folder(target, version, cache_root)
 
 
-def optional_alias_folder(
+def optional_model_folder(
     target: MlflowTarget, uri: str, cache_root: Path
 ) -> tuple[str, Path] | None:
-    """Like ``alias_folder``, but None while nothing was ever registered under the name: the
+    """Like ``model_folder``, but None while nothing was ever registered under the name: the
     state before the first training, when the query path runs without that model."""
-    name, _ = parse_alias_uri(uri)
-    if not ModelRegistry(target.client()).has_versions(name):
+    if not ModelRegistry(target.client()).has_versions(parse_model_uri(uri).name):
         return None
-    return alias_folder(target, uri, cache_root)
+    return model_folder(target, uri, cache_root)
 
 
 def registered_embedder(
@@ -105,15 +128,16 @@ def registered_embedder(
     alias names now (a first build, or a release built by an unregistered model). Before the
     first training registers anything, the packaged all-MiniLM-L6-v2: the version 1 it will
     register."""
-    name, alias = parse_alias_uri(uri)
+    ref = parse_model_uri(uri)
+    name = ref.name
     registry = ModelRegistry(target.client())
     version = registry.tagged(name, IDENTITY_TAG, built_identity) if built_identity else None
-    version = version or registry.version(name, alias)
+    version = version or ref.resolve(registry)
     if version is None:
         if not registry.has_versions(name):  # nothing trained yet: the base it will register
             return SentenceTransformerEmbedder(device=device, batch_size=batch_size)
         raise RegistryError(
-            f"{uri}: no version of {name} has the alias {alias!r} in {target.tracking_uri}: "
+            f"{uri}: no version of {name} {ref.wanted} in {target.tracking_uri}: "
             f"promote one (materialise embedder_validation), or set AIPLATFORM_EMBEDDING_MODEL "
             "to another alias or model folder"
         )

@@ -195,7 +195,7 @@ def reranker_validation(
     from aiplatform_dagster.mlops.gate import GateDecision
     from aiplatform_dagster.mlops.registry import CHALLENGER, CHAMPION, ModelRegistry
     from aiplatform_dagster.mlops.reranker_training import compare_with_hybrid
-    from aiplatform_dagster.mlops.serving import alias_folder
+    from aiplatform_dagster.mlops.serving import model_folder
 
     target = mlflow.target()
     registry = ModelRegistry(target.client())
@@ -206,7 +206,7 @@ def reranker_validation(
     cache = factory.model_cache(platform.settings())
 
     def reranker(alias: str) -> tuple[str, Reranker]:
-        version, folder = alias_folder(target, f"models:/{name}@{alias}", cache)
+        version, folder = model_folder(target, f"models:/{name}@{alias}", cache)
         return version, CrossEncoderReranker(str(folder))
 
     challenger_version, challenger = reranker(CHALLENGER)

@@ -368,10 +368,10 @@ class IndexRepository:
         )
 
 
-def new_release_id() -> str:
+def new_release_id(prefix: str = "r") -> str:
     """Sortable by creation time, unique across writers: r20261203T101500123-1a2b3c."""
     now = datetime.now(UTC)
-    return f"r{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}-{uuid.uuid4().hex[:6]}"
+    return f"{prefix}{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}-{uuid.uuid4().hex[:6]}"
 
 
 def _created_at(release_id: str) -> datetime:
