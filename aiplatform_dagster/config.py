@@ -322,6 +322,18 @@ class ServingSettings(Section):
     cors_origins: str = Field(
         default="", description="Comma-separated origins allowed by CORS (unset: CORS off)."
     )
+    smoke_max_ndcg_drop: float = Field(
+        default=0.02,
+        ge=0,
+        description="How far a new serving release's routed nDCG@10 on the smoke queries may "
+        "fall below the live release's before it is refused.",
+    )
+    smoke_queries: Path | None = Field(
+        default=None,
+        description="Folder of judged queries (queries.jsonl, qrels/test.tsv, as BEIR) a new "
+        "serving release is smoke-tested on (unset: the golden queries of the sample corpus; "
+        "point it at questions about your own documents).",
+    )
 
 
 class Settings(BaseModel):

@@ -4,6 +4,7 @@ never drift apart, and none of this imports Dagster.
 """
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,13 @@ from aiplatform_dagster.models.embedders import (
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.models.llm import LLMSettings
 from aiplatform_dagster.monitoring.recorder import QueryRecorder, start_recorder
-from aiplatform_dagster.rag.index.releases import CURRENT, IndexRepository, Release, Retention
+from aiplatform_dagster.rag.index.releases import (
+    CURRENT,
+    IndexRepository,
+    Release,
+    ReleaseError,
+    Retention,
+)
 from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, VectorBackend
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.cache import open_cache
@@ -156,18 +163,18 @@ def build_reranker(settings: Settings) -> Reranker | None:
     resolved through the platform's MLflow to the version it names now, downloaded once; until
     the first training registers a version, there is none (search without reranking)."""
     model = settings.reranker.model
-    if not _is_alias(model):
+    if not _in_registry(model):
         return load_reranker(model, settings.reranker.device)
-    from aiplatform_dagster.mlops.serving import optional_alias_folder
+    from aiplatform_dagster.mlops.serving import optional_model_folder
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    found = optional_alias_folder(mlflow_target(settings), model, model_cache(settings))
+    found = optional_model_folder(mlflow_target(settings), model, model_cache(settings))
     return load_reranker(str(found[1]), settings.reranker.device) if found else None
 
 
 @dataclass(frozen=True)
 class ModelVersions:
-    """The registry versions the configured aliases name now (None: not an alias)."""
+    """The registry versions the configured models name now (None: not a registry model)."""
 
     router: str | None
     reranker: str | None
@@ -175,19 +182,19 @@ class ModelVersions:
 
 def model_versions(settings: Settings) -> ModelVersions:
     """A cheap look at the aliases a long-running engine follows, before loading anything."""
-    from aiplatform_dagster.mlops.serving import alias_version
+    from aiplatform_dagster.mlops.serving import resolved_version
     from aiplatform_dagster.mlops.tracking import mlflow_target
 
     target = mlflow_target(settings)
     router, reranker = settings.query.router_model, settings.reranker.model
     return ModelVersions(
-        router=alias_version(target, router) if router else None,
-        reranker=alias_version(target, reranker) if _is_alias(reranker) else None,
+        router=resolved_version(target, router) if router else None,
+        reranker=resolved_version(target, reranker) if _in_registry(reranker) else None,
     )
 
 
-def _is_alias(model: str | None) -> bool:
-    return bool(model) and model.startswith(REGISTRY_URI_PREFIX) and "@" in model
+def _in_registry(model: str | None) -> bool:
+    return bool(model) and model.startswith(REGISTRY_URI_PREFIX)
 
 
 def model_cache(settings: Settings) -> Path:
@@ -238,10 +245,40 @@ def build_query_engine(
 
 
 @dataclass(frozen=True)
-class Reload:
-    """What one ``refresh`` did: moved to a new release or model version, stayed, or stayed
-    after an error."""
+class Target:
+    """What a live engine should serve now: an index release, the model versions, and the
+    settings its engine is built from. ``name`` changes whenever any of them does."""
 
+    name: str
+    release_id: str
+    versions: ModelVersions
+    settings: Settings
+
+
+Follow = Callable[[], Target]
+"""Looks up what to serve now; cheap, since a live engine calls it on every refresh."""
+
+
+def follow_current(settings: Settings, pointer: str = CURRENT) -> Follow:
+    """Serve what ``pointer`` names, with the versions the configured aliases name now."""
+    repository = open_repository(settings)
+
+    def target() -> Target:
+        release_id = repository.pointer(pointer)
+        if release_id is None:
+            raise ReleaseError(
+                f"no release is {pointer!r} yet: materialise the ingestion group (make ingest)"
+            )
+        return Target(release_id, release_id, model_versions(settings), settings)
+
+    return target
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What one ``refresh`` did: moved to a new target, stayed, or stayed after an error."""
+
+    name: str
     release_id: str
     moved: bool
     versions: ModelVersions
@@ -249,71 +286,86 @@ class Reload:
 
 
 class LiveQueryEngine:
-    """The engine over whatever ``current`` names, with the router and reranker versions their
-    aliases name, swapped without a restart.
+    """The engine over whatever ``follow`` names (default: the ``current`` release with the
+    router and reranker versions their aliases name), swapped without a restart.
 
     A query in flight keeps the engine it started with; ``refresh`` builds the new engine
     completely before swapping, and a release or model that fails to load leaves the previous
     engine serving (the error is returned, never raised into a request).
     """
 
-    def __init__(self, settings: Settings, pointer: str = CURRENT) -> None:
-        self._settings = settings
-        self._pointer = pointer
+    def __init__(self, settings: Settings, follow: Follow | None = None) -> None:
+        self._follow = follow or follow_current(settings)
         self._repository = open_repository(settings)
-        self._release = self._repository.open_pointer(pointer).load()
+        target = self._follow()
+        self._release = self._repository.open(target.release_id).load()
         self._embedder = build_embedder(settings, self._release.embedder_identity)
         self._backend = build_vector_backend(settings)
         self._recorder = start_recorder(settings, lambda texts: self._embedder.encode(texts))
         self._lock = threading.Lock()
-        self._versions = model_versions(settings)
-        self._router = build_router(settings)
-        self._reranker = build_reranker(settings)
-        self._engine = self._build(self._release, self._embedder, self._router, self._reranker)
+        self._router = build_router(target.settings)
+        self._reranker = build_reranker(target.settings)
+        engine = self._build(target, self._release, self._embedder, self._router, self._reranker)
+        self._live = (target, engine)  # one attribute: a reader never sees half a swap
+
+    def snapshot(self) -> tuple[str, QueryEngine]:
+        """What is served (the serving release's id, or the index release's) and its engine."""
+        target, engine = self._live
+        return target.name, engine
 
     @property
     def engine(self) -> QueryEngine:
-        return self._engine
+        return self._live[1]
+
+    @property
+    def name(self) -> str:
+        return self._live[0].name
 
     @property
     def release_id(self) -> str:
-        return self._engine.retriever.release_id or ""
+        return self._live[0].release_id
 
     @property
     def versions(self) -> ModelVersions:
-        return self._versions
+        return self._live[0].versions
 
     def refresh(self) -> Reload:
-        """Move to the release ``current`` names and the model versions the aliases name, if any
-        changed since the last build."""
+        """Move to what ``follow`` names now, if anything changed since the last build."""
         with self._lock:
-            current, versions = self.release_id, self._versions
+            old = self._live[0]
             try:
-                target = self._repository.pointer(self._pointer)
-                release_moved = target is not None and target != current
-                now = model_versions(self._settings)
-                if not release_moved and now == versions:
-                    return Reload(current, moved=False, versions=versions)
-                release = self._repository.open(target).load() if release_moved else self._release
-                router = self._router if now.router == versions.router else None
-                reranker = self._reranker if now.reranker == versions.reranker else None
+                new = self._follow()
+                if new.name == old.name and new.versions == old.versions:
+                    return Reload(old.name, self.release_id, moved=False, versions=old.versions)
+                release = self._release
+                if new.release_id != old.release_id:
+                    release = self._repository.open(new.release_id).load()
                 embedder = self._embedder
                 if release.embedder_identity != self._release.embedder_identity:
-                    embedder = build_embedder(self._settings, release.embedder_identity)
-                router = router or build_router(self._settings)
-                if reranker is None and now.reranker is not None:
-                    reranker = build_reranker(self._settings)
-                self._engine = self._build(release, embedder, router, reranker)
-                self._release, self._embedder, self._versions = release, embedder, now
+                    embedder = build_embedder(new.settings, release.embedder_identity)
+                router, reranker = self._router, self._reranker
+                same_query = new.settings.query == old.settings.query
+                if not (same_query and new.versions.router == old.versions.router):
+                    router = build_router(new.settings)
+                same_reranker = new.settings.reranker == old.settings.reranker
+                if not (same_reranker and new.versions.reranker == old.versions.reranker):
+                    reranker = build_reranker(new.settings)
+                self._live = (new, self._build(new, release, embedder, router, reranker))
+                self._release, self._embedder = release, embedder
                 self._router, self._reranker = router, reranker
-                return Reload(self.release_id, moved=True, versions=now)
+                return Reload(new.name, self.release_id, moved=True, versions=new.versions)
             except Exception as error:  # any failure keeps the last good engine serving
                 message = f"{type(error).__name__}: {error}"
-                return Reload(current, moved=False, versions=versions, error=message)
+                return Reload(old.name, self.release_id, False, old.versions, error=message)
 
     def _build(
-        self, release: Release, embedder: Embedder, router: Router, reranker: Reranker | None
+        self,
+        target: Target,
+        release: Release,
+        embedder: Embedder,
+        router: Router,
+        reranker: Reranker | None,
     ) -> QueryEngine:
         return build_query_engine(
-            self._settings, release, embedder, self._backend, self._recorder, router, reranker
+            target.settings, release, embedder, self._backend, self._recorder, router, reranker
         )

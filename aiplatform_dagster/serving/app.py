@@ -1,9 +1,10 @@
-"""The query and agent API: FastAPI over the live index release and the agent runtime.
+"""The query and agent API: FastAPI over the live serving release and the agent runtime.
 
-Built from the shared configuration like the CLI, with no Dagster import. The live release is
-re-read every ``AIPLATFORM_SERVING_REFRESH_S`` by a background thread; a request in flight keeps
-the engine it started with, and a release that fails to load leaves the last good one serving
-(``/readyz`` says why). Every response carries ``X-Request-ID`` and every log line the same id.
+Built from the shared configuration like the CLI, with no Dagster import. The live pointer of the
+serving releases (``serving/release.py``) is re-read every ``AIPLATFORM_SERVING_REFRESH_S`` by a
+background thread; a request in flight keeps the engine it started with, and a release that fails
+to load leaves the last good one serving (``/readyz`` says why). Every response carries
+``X-Request-ID`` and every log line the same id.
 """
 
 import logging
@@ -82,10 +83,10 @@ class Service:
         reload = self.live.refresh()
         self.last_refresh_error = reload.error
         if reload.error:
-            logger.error("live release not refreshed, still serving %s: %s", reload.release_id,
+            logger.error("live release not refreshed, still serving %s: %s", reload.name,
                          reload.error)  # fmt: skip
         elif reload.moved:
-            logger.info("now serving release %s", reload.release_id)
+            logger.info("now serving release %s (index %s)", reload.name, reload.release_id)
 
 
 def create_app(
@@ -94,9 +95,10 @@ def create_app(
     live_factory: Callable[[Settings], Any] | None = None,
     open_agents: Callable[[Settings], Any] | None = None,
 ) -> FastAPI:
-    """The API over ``settings``. ``live_factory`` builds the live engine (default:
-    ``rag.factory.LiveQueryEngine``) and ``open_agents`` the agent runtime's context manager
-    (default: ``agents.runtime.open_runtime``); both are opened when the app starts."""
+    """The API over ``settings``. ``live_factory`` builds the live engine (default: a
+    ``rag.factory.LiveQueryEngine`` following the live serving release) and ``open_agents`` the
+    agent runtime's context manager (default: ``agents.runtime.open_runtime``); both are opened
+    when the app starts."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Iterator[None]:
@@ -186,11 +188,12 @@ def create_app(
     def readyz(request: Request) -> JSONResponse:
         svc = service(request)
         body = {
-            "release_id": svc.live.release_id,
+            "release_id": svc.live.name,
+            "index_release": svc.live.release_id,
             "agents": "ready" if svc.agents is not None else svc.agents_error,
             "last_refresh_error": svc.last_refresh_error,
         }
-        ready = bool(svc.live.release_id)
+        ready = bool(svc.live.name)
         return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
 
     @app.post("/v1/query", summary="Answer a question with cited sources.")
@@ -200,7 +203,7 @@ def create_app(
         svc = service(request)
         if len(body.question) > settings.serving.max_query_chars:
             raise HTTPException(413, f"question over {settings.serving.max_query_chars} characters")
-        engine = svc.live.engine  # this request keeps this engine, even across a swap
+        release_id, engine = svc.live.snapshot()  # kept for this request, even across a swap
         defaults = engine.defaults
         options = replace(
             defaults,
@@ -215,7 +218,8 @@ def create_app(
             raise HTTPException(400, str(error)) from None
         return {
             **answer.as_dict(),
-            "release_id": engine.retriever.release_id,
+            "release_id": release_id,
+            "index_release": engine.retriever.release_id,
             "request_id": request.state.request_id,
         }
 
@@ -282,8 +286,9 @@ def _start(
     works without one: extractive answers)."""
     from aiplatform_dagster.agents.runtime import open_runtime
     from aiplatform_dagster.rag.factory import LiveQueryEngine
+    from aiplatform_dagster.serving.release import follow_live
 
-    live = (live_factory or LiveQueryEngine)(settings)
+    live = (live_factory or (lambda s: LiveQueryEngine(s, follow_live(s))))(settings)
     agents, agents_error = None, None
     try:
         agents = stack.enter_context((open_agents or open_runtime)(settings))

@@ -1,9 +1,12 @@
-"""``aiplatform serve`` and ``aiplatform key ...``: run the API, manage its keys."""
+"""``aiplatform serve``, ``aiplatform key ...`` and ``aiplatform release ...``: run the API,
+manage its keys, and publish or roll back what it serves."""
 
 import argparse
+import json
 from typing import Any
 
 from aiplatform_dagster.serving.keys import Scope
+from aiplatform_dagster.who import cli_operator
 
 SCOPES = [scope.value for scope in Scope]
 
@@ -26,6 +29,21 @@ def add_serving_commands(commands: Any) -> None:
     revoke = actions.add_parser("revoke", help="Remove a key by name.")
     revoke.add_argument("name")
     revoke.set_defaults(handler=_revoke_key)
+
+    release = commands.add_parser("release", help="Serving releases: what the API serves.")
+    actions = release.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="Every flip of the live pointer, newest last.")
+    listing.set_defaults(handler=_list_flips)
+    show = actions.add_parser("show", help="A release's manifest (default: the live one).")
+    show.add_argument("release_id", nargs="?")
+    show.set_defaults(handler=_show_release)
+    publish = actions.add_parser(
+        "publish", help="Pin what is configured now, smoke-test it, flip if it passes."
+    )
+    publish.set_defaults(handler=_publish)
+    rollback = actions.add_parser("rollback", help="Flip back to the release live before.")
+    rollback.add_argument("--reason", default="rolled back from the CLI")
+    rollback.set_defaults(handler=_rollback)
 
 
 def _serve(args: argparse.Namespace, settings: Any) -> int:
@@ -52,4 +70,46 @@ def _revoke_key(args: argparse.Namespace, settings: Any) -> int:
 
     revoke_key(keys_path(settings), args.name)
     print(f"revoked {args.name}")
+    return 0
+
+
+def _list_flips(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.serving.release import open_serving_releases
+
+    flips = open_serving_releases(settings).flips()
+    if not flips:
+        print("no serving release published yet (materialise serving_release, or `aiplatform "
+              "release publish`)")  # fmt: skip
+    for flip in flips:
+        when = f"{flip.flipped_at:%Y-%m-%d %H:%M:%S}"
+        print(f"{flip.flip:>4}  {when}  {flip.kind:<8}  {flip.release}  "
+              f"(was {flip.previous or '-'})  by {flip.by}: {flip.reason}")  # fmt: skip
+    return 0
+
+
+def _show_release(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.serving.release import open_serving_releases
+
+    releases = open_serving_releases(settings)
+    manifest = releases.open(args.release_id) if args.release_id else releases.live_manifest()
+    print(json.dumps(manifest.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.serving.publish import publish_serving_release
+
+    publication = publish_serving_release(settings, cli_operator(), print)
+    print(publication.decision)
+    for failure in publication.report.failures if publication.report else []:
+        print(f"  {failure}")
+    return 0 if publication.report is None or publication.report.passed else 1
+
+
+def _rollback(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.serving.release import open_serving_releases
+
+    flip = open_serving_releases(settings).rollback(cli_operator(), args.reason)
+    print(f"live: {flip.release} (was {flip.previous}); the API follows within "
+          f"{settings.serving.refresh_s:g} s")  # fmt: skip
     return 0

@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from aiplatform_dagster.agents.checkpoints import migrate
 from aiplatform_dagster.config import load_settings
-from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.serving.app import create_app
 from aiplatform_dagster.serving.keys import Scope, create_key
+from aiplatform_dagster.serving.release import ServingManifest
 from aiplatform_dagster_tests.agents.scripted_model import scripted_agent_model
 from aiplatform_dagster_tests.dagster_dev import BIN, free_port, wait_until
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
@@ -23,7 +23,7 @@ from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 
 @pytest.fixture
 def served(
-    sample_repository: IndexRepository, tmp_path: Path
+    published: tuple[Path, ServingManifest], tmp_path: Path
 ) -> Iterator[tuple[TestClient, dict[str, str], FakeOpenAIServer]]:
     keys = tmp_path / "keys.yaml"
     raw = {
@@ -34,7 +34,7 @@ def served(
     with FakeOpenAIServer(chat_reply=scripted_agent_model) as server:
         settings = load_settings(
             {
-                "AIPLATFORM_STORAGE_DIR": str(sample_repository.root.parent),
+                "AIPLATFORM_STORAGE_DIR": str(published[0]),
                 "AIPLATFORM_AGENTS_TRACE_DIR": str(tmp_path / "traces"),
                 "AIPLATFORM_AGENTS_REGISTRY": "",
                 "AIPLATFORM_SERVING_API_KEYS_FILE": str(keys),
@@ -52,16 +52,18 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_health_and_readiness_name_the_live_release(served, sample_repository):
+def test_health_and_readiness_name_the_live_release(served, published):
     client, _, _ = served
+    manifest = published[1]
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["release_id"] == sample_repository.pointer("current")
+    assert ready.json()["release_id"] == manifest.release_id
+    assert ready.json()["index_release"] == manifest.index_release
     assert ready.json()["agents"] == "ready"
 
 
-def test_a_question_is_answered_with_citations_and_ids(served, sample_repository):
+def test_a_question_is_answered_with_citations_and_ids(served, published):
     client, keys, _ = served
     response = client.post(
         "/v1/query",
@@ -70,7 +72,10 @@ def test_a_question_is_answered_with_citations_and_ids(served, sample_repository
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["release_id"] == sample_repository.pointer("current")
+    assert (body["release_id"], body["index_release"]) == (
+        published[1].release_id,
+        published[1].index_release,
+    )
     assert body["request_id"] == response.headers["X-Request-ID"] == "req-42"
     assert body["citations"] and body["sources"]
     assert body["text"]
@@ -171,13 +176,13 @@ def test_no_raw_key_is_ever_logged(served, caplog):
 
 
 def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(
-    sample_repository: IndexRepository, tmp_path: Path
+    published: tuple[Path, ServingManifest], tmp_path: Path
 ):
     keys = tmp_path / "keys.yaml"
     raw = create_key(keys, "bot", [Scope.AGENT, Scope.QUERY], 100)
     settings = load_settings(
         {
-            "AIPLATFORM_STORAGE_DIR": str(sample_repository.root.parent),
+            "AIPLATFORM_STORAGE_DIR": str(published[0]),
             "AIPLATFORM_SERVING_API_KEYS_FILE": str(keys),
             "AIPLATFORM_MONITORING_QUERY_LOG": "false",
         }
@@ -191,11 +196,13 @@ def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(
         assert answer.status_code == 200 and answer.json()["kind"] == "extractive"
 
 
-def test_aiplatform_serve_answers_over_real_http(sample_repository, tmp_path: Path):
+def test_aiplatform_serve_answers_over_real_http(
+    published: tuple[Path, ServingManifest], tmp_path: Path
+):
     """`aiplatform serve` as a user starts it: uvicorn on a loopback port, a key from the CLI."""
     env = {
         **os.environ,
-        "AIPLATFORM_STORAGE_DIR": str(sample_repository.root.parent),
+        "AIPLATFORM_STORAGE_DIR": str(published[0]),
         "AIPLATFORM_SERVING_API_KEYS_FILE": str(tmp_path / "keys.yaml"),
         "AIPLATFORM_MONITORING_QUERY_LOG": "false",
         "HF_HUB_OFFLINE": "1",
