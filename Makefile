@@ -26,17 +26,19 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# Materialise the ingestion group (first run: the sample corpus) so `aiplatform search` answers.
+# Materialise the ingestion group (first run: the sample corpus) so `aiplatform search` answers,
+# then serving_release, so the API on :8000 serves it.
 # Runs left behind by a killed process are failed first, so their pool slots never block it.
 # No daemon watches a CLI run: first fail runs whose process was killed and free their pool slots.
 ingest: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m aiplatform_dagster.defs.maintenance
 	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select 'group:ingestion'
+	$(BIN)/dagster asset materialize -m aiplatform_dagster.definitions --select serving_release
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m aiplatform_dagster.defs.maintenance
 	$(BIN)/aiplatform agent migrate
-	@test -f $(AIPLATFORM_STORAGE_DIR)/ingestion/pointers/current.json || $(MAKE) ingest
+	@test -f $(AIPLATFORM_STORAGE_DIR)/serving/live.json || $(MAKE) ingest
 	mkdir -p $(AIPLATFORM_STORAGE_DIR)/mlflow
 	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(AIPLATFORM_STORAGE_DIR)/mlflow/mlflow.db \

@@ -50,6 +50,7 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     assert {k for k, g in groups.items() if g == "evaluation"} == EVALUATION_ASSETS
     assert {k for k, g in groups.items() if g == "training"} == TRAINING_ASSETS
     assert {k for k, g in groups.items() if g == "monitoring"} == {"query_drift_report"}
+    assert {k for k, g in groups.items() if g == "serving"} == {"serving_release"}
     assert {k for k, g in groups.items() if g == "agents"} == {
         "agent_registry", "agent_eval", "agent_escalations", "checkpoint_retention"
     }  # fmt: skip
@@ -88,6 +89,16 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     )
     assert defs.resolve_job_def("migrate_agent_store") and defs.resolve_job_def(
         "resume_agent_thread"
+    )
+    assert graph.get(dg.AssetKey("serving_release")).parent_keys == {
+        dg.AssetKey("current_release"), dg.AssetKey("model_registry")
+    }  # fmt: skip
+    assert graph.get(dg.AssetKey("serving_release")).automation_condition is not None
+    assert defs.resolve_job_def("rollback_serving_release")
+    serving = defs.resolve_sensor_def("serving_automation")
+    assert serving.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("serving_flips_sensor").default_status == (
+        dg.DefaultSensorStatus.RUNNING
     )
 
 
