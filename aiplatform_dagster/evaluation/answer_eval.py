@@ -13,7 +13,7 @@ neither aborts the run nor quietly lifts the average by dropping out of it.
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiplatform_dagster.errors import PlatformError
@@ -125,7 +125,8 @@ def _evaluate_one(
 ) -> JudgedAnswer:
     started = time.perf_counter()
     try:
-        answer = engine.ask(item.question, options)
+        strict = replace(options or engine.defaults, degrade_on_llm_error=False)
+        answer = engine.ask(item.question, strict)
     except (PlatformError, QueryError) as failure:
         return _failed(item, f"answer failed: {failure}")
     latency_ms = (time.perf_counter() - started) * 1000

@@ -86,11 +86,11 @@ def smoke_evaluate(
     ``baseline`` (the live release; None for the first release)."""
     score, p95_ms, count = routed_score(candidate, golden)
     questions = list(load_judged_queries(golden)[0].values())[:ANSWERED_QUESTIONS]
-    uncached = replace(candidate.defaults, use_cache=False)
+    strict = replace(candidate.defaults, use_cache=False, degrade_on_llm_error=False)
     failures, unanswered = [], 0
     for question in questions:
         try:
-            answer = candidate.ask(question, uncached)
+            answer = candidate.ask(question, strict)
         except Exception as error:  # a failure of any stage is what the smoke test looks for
             failures.append(f"{question!r}: {type(error).__name__}: {error}")
             continue

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from aiplatform_dagster.models.llm import ChatClient, LLMSettings
+from aiplatform_dagster.models.llm import ChatClient, LLMError, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import TokenCounter
 from aiplatform_dagster.rag.query.accounting import PriceTable, StageTimer, Usage
 from aiplatform_dagster.rag.query.cache import CacheUnavailable, ResponseCache, cache_key
@@ -38,6 +38,7 @@ NO_LLM_NOTE = (
     "or AZURE_OPENAI_ENDPOINT); sentences are quoted from the top sources"
 )
 CACHE_SKIPPED_NOTE = "answered without the response cache"
+LLM_FAILED_NOTE = "extractive answer: the LLM failed"
 UNCITED_NOTE = (
     "flagged: the answer cites no source, so nothing shows it comes from the documents; "
     "check it against the sources before relying on it"
@@ -64,6 +65,9 @@ class QueryOptions:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     context_tokens: int = 1800
     use_cache: bool = True
+    degrade_on_llm_error: bool = True
+    """An LLM that fails (down, timing out, refusing) yields an extractive answer with a note,
+    not an error; evaluation turns this off so that it never scores a fallback as the model."""
 
     def with_hybrid(self, dense_weight: float | None, fusion: str | None) -> "QueryOptions":
         """These options with the hybrid blend overridden where a value is given."""
@@ -263,7 +267,14 @@ class QueryEngine:
             if hit is not None:
                 return hit["text"], AnswerKind.CACHED, Usage(0, 0, 0.0, cached=True)
         with timer.stage("generate"):
-            completion = self._llm.complete(messages)
+            try:
+                completion = self._llm.complete(messages)
+            except LLMError as error:
+                if not options.degrade_on_llm_error:
+                    raise
+                notes.append(f"{LLM_FAILED_NOTE} ({error}); sentences are quoted from the sources")
+                text = extractive_answer(query.text, context, exact_terms=query.exact_terms)
+                return text, AnswerKind.EXTRACTIVE, free
         if cache is not None:
             _store(cache, key, {"text": completion.text, "model": completion.model}, notes)
         usage = self._prices.usage(model, completion.prompt_tokens, completion.completion_tokens)

@@ -198,12 +198,30 @@ def test_an_i_dont_know_answer_needs_no_citation(sample_retriever, embedder) -> 
 
 
 def test_llm_timeout_is_retried_then_reported_clearly(sample_retriever, embedder) -> None:
+    """Evaluation asks strictly: a model that fails is an error naming the endpoint."""
     with FakeOpenAIServer(hang_s=5.0) as server:
         server.time_out_next(5)
         engine = llm_engine(sample_retriever, embedder, server)
+        strict = QueryOptions(use_cache=False, degrade_on_llm_error=False)
         with pytest.raises(LLMError, match=r"127\.0\.0\.1"):
-            engine.ask(next(iter(KNOWN_ANSWERS)), QueryOptions(use_cache=False))
+            engine.ask(next(iter(KNOWN_ANSWERS)), strict)
         assert len(server.chat_requests()) >= 2
+
+
+def test_an_llm_that_is_down_degrades_to_an_extractive_answer_with_a_warning(
+    sample_retriever, embedder
+) -> None:
+    """What the API and the CLI do by default: the question is still answered, from the
+    sources, and the answer says why it is not the model's."""
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server)
+        server.fail_next(10, status=503)  # every retry too
+        answer = engine.ask(
+            "How long are vector index backups kept?", QueryOptions(use_cache=False)
+        )
+    assert answer.kind is AnswerKind.EXTRACTIVE and answer.citations
+    assert answer.usage.cost_usd == 0 and answer.model is None
+    assert any(note.startswith("extractive answer: the LLM failed") for note in answer.notes)
 
 
 def test_router_choice_is_returned_and_can_be_overridden(extractive_engine: QueryEngine) -> None:
