@@ -49,7 +49,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .
@@ -66,9 +66,9 @@ TOUR := 01-lineage 02-run-logs 03-source-documents 04-document-chunks 05-chunk-e
 	11-automation 12-new-documents-sensor 13-training-lineage 14-training-launchpad \
 	15-training-run 16-embedder-model 17-mlflow-run 18-embedder-gate 19-model-registry \
 	20-agents-lineage 21-agent-registry 22-agent-table 23-agent-eval 24-agent-escalations \
-	25-resume-launchpad 26-resume-run
+	25-resume-launchpad 26-resume-run 27-serving-release 28-api-docs
 screenshots: install
-	$(BIN)/pytest -q aiplatform_dagster_tests/ui
+	$(BIN)/pytest -q aiplatform_dagster_tests/ui aiplatform_dagster_tests/serving/test_api.py
 	mkdir -p $(SCREENSHOTS)
 	for shot in $(TOUR); do cp test-artifacts/ui/$$shot.png $(SCREENSHOTS)/; done
 

@@ -25,3 +25,12 @@ def published(
     publication = publish_serving_release(settings, "test fixture")
     assert publication.flip is not None, publication.decision
     return storage, publication.manifest
+
+
+@pytest.fixture
+def storage(published: tuple[Path, ServingManifest], tmp_path: Path) -> Path:
+    """A copy of the published storage for one test: what the API writes there (audit log,
+    spend ledger) stays with the test."""
+    copy = tmp_path / "storage"
+    shutil.copytree(published[0], copy)
+    return copy

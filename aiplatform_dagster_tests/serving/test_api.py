@@ -10,20 +10,21 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import expect
 
 from aiplatform_dagster.agents.checkpoints import migrate
 from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.serving.app import create_app
 from aiplatform_dagster.serving.keys import Scope, create_key
-from aiplatform_dagster.serving.release import ServingManifest
 from aiplatform_dagster_tests.agents.scripted_model import scripted_agent_model
 from aiplatform_dagster_tests.dagster_dev import BIN, free_port, wait_until
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.ui.dagster_ui import SHOTS, chromium
 
 
 @pytest.fixture
 def served(
-    published: tuple[Path, ServingManifest], tmp_path: Path
+    storage: Path, tmp_path: Path
 ) -> Iterator[tuple[TestClient, dict[str, str], FakeOpenAIServer]]:
     keys = tmp_path / "keys.yaml"
     raw = {
@@ -34,7 +35,7 @@ def served(
     with FakeOpenAIServer(chat_reply=scripted_agent_model) as server:
         settings = load_settings(
             {
-                "AIPLATFORM_STORAGE_DIR": str(published[0]),
+                "AIPLATFORM_STORAGE_DIR": str(storage),
                 "AIPLATFORM_AGENTS_TRACE_DIR": str(tmp_path / "traces"),
                 "AIPLATFORM_AGENTS_REGISTRY": "",
                 "AIPLATFORM_SERVING_API_KEYS_FILE": str(keys),
@@ -175,14 +176,12 @@ def test_no_raw_key_is_ever_logged(served, caplog):
     assert all(raw not in logged for raw in keys.values())
 
 
-def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(
-    published: tuple[Path, ServingManifest], tmp_path: Path
-):
+def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(storage: Path, tmp_path: Path):
     keys = tmp_path / "keys.yaml"
     raw = create_key(keys, "bot", [Scope.AGENT, Scope.QUERY], 100)
     settings = load_settings(
         {
-            "AIPLATFORM_STORAGE_DIR": str(published[0]),
+            "AIPLATFORM_STORAGE_DIR": str(storage),
             "AIPLATFORM_SERVING_API_KEYS_FILE": str(keys),
             "AIPLATFORM_MONITORING_QUERY_LOG": "false",
         }
@@ -196,13 +195,11 @@ def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(
         assert answer.status_code == 200 and answer.json()["kind"] == "extractive"
 
 
-def test_aiplatform_serve_answers_over_real_http(
-    published: tuple[Path, ServingManifest], tmp_path: Path
-):
+def test_aiplatform_serve_answers_over_real_http(storage: Path, tmp_path: Path):
     """`aiplatform serve` as a user starts it: uvicorn on a loopback port, a key from the CLI."""
     env = {
         **os.environ,
-        "AIPLATFORM_STORAGE_DIR": str(published[0]),
+        "AIPLATFORM_STORAGE_DIR": str(storage),
         "AIPLATFORM_SERVING_API_KEYS_FILE": str(tmp_path / "keys.yaml"),
         "AIPLATFORM_MONITORING_QUERY_LOG": "false",
         "HF_HUB_OFFLINE": "1",
@@ -230,6 +227,7 @@ def test_aiplatform_serve_answers_over_real_http(
         assert httpx.get(f"{base}/openapi.json").json()["paths"].keys() >= {
             "/v1/query", "/v1/agent", "/healthz", "/readyz"
         }  # fmt: skip
+        open_the_api_docs_in_a_browser(base)
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=30)
@@ -241,3 +239,20 @@ def _get(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def open_the_api_docs_in_a_browser(base: str) -> None:
+    """The OpenAPI page as a developer opens it: Swagger UI renders every endpoint, with no
+    request leaving the machine (no CDN: air-gapped clusters get the same page)."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        hosts: set[str] = set()
+        page.on("request", lambda request: hosts.add(httpx.URL(request.url).host))
+        page.goto(f"{base}/docs")
+        for path in ("/v1/query", "/v1/agent", "/v1/agent/{thread_id}/resume", "/readyz"):
+            expect(page.get_by_text(path, exact=True).first).to_be_visible(timeout=30_000)
+        page.get_by_text("/v1/query", exact=True).first.click()
+        expect(page.get_by_text("QueryRequest").first).to_be_visible()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SHOTS / "28-api-docs.png")
+        assert hosts == {"127.0.0.1"}, hosts

@@ -29,6 +29,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     SHOTS,
     DagsterUI,
     chromium,
+    metadata_value,
     open_ui,
     wait_for_materialisations,
 )
@@ -114,8 +115,9 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
     page.keyboard.press("Escape")
     expect(page.get_by_role("menuitem")).to_have_count(0)
-    for name in ("ingestion", "evaluation", "training", "monitoring", "agents", "index_release",
-                 "current_release", "retrieval_eval", "query_router_model"):  # fmt: skip
+    for name in ("ingestion", "evaluation", "training", "monitoring", "agents", "serving",
+                 "index_release", "current_release", "retrieval_eval", "query_router_model",
+                 "serving_release"):  # fmt: skip
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     ui.shot("01-lineage")
 
@@ -202,13 +204,26 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     expect(chart).to_be_visible()
     ui.shot("10-evaluation-plots")
 
+    # What the API serves followed on its own: a serving release per index release, each
+    # smoke-tested against the one before and flipped live.
+    ui.open_asset("serving_release")
+    page.get_by_role("tab", name="Events").click()
+    wait_for_materialisations(ui, count=2)
+    page.get_by_role("tab", name="Overview").click()
+    for key in ("release_id", "index_release", "router", "reranker", "smoke_decision", "flip"):
+        expect(page.get_by_role("cell", name=key, exact=True)).to_be_visible()
+    expect(metadata_value(page, "smoke_decision")).to_contain_text("published: routed ndcg@10")
+    expect(metadata_value(page, "flip")).to_have_text("2")
+    ui.shot("27-serving-release")
+
     # Automation: the sensors and the schedule, with what each does.
     ui.nav("Automation")
     for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh",
                  "model_registry_sensor", "drift_retrain_sensor", "weekly_retrain",
-                 "agent_escalations_sensor", "daily_checkpoint_retention"):  # fmt: skip
+                 "agent_escalations_sensor", "daily_checkpoint_retention", "serving_automation",
+                 "serving_flips_sensor"):  # fmt: skip
         expect(page.get_by_role("link", name=re.compile(name))).to_be_visible()
-    expect(page.get_by_text("Standard sensor")).to_have_count(4)  # the rows have loaded
+    expect(page.get_by_text("Standard sensor")).to_have_count(5)  # the rows have loaded
     expect(page.get_by_text(re.compile("^Scheduled"))).to_have_count(3)
     ui.shot("11-automation")
     page.get_by_role("link", name=re.compile("new_documents_sensor")).click()
