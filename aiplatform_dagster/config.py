@@ -328,6 +328,22 @@ class ServingSettings(Section):
         description="How far a new serving release's routed nDCG@10 on the smoke queries may "
         "fall below the live release's before it is refused.",
     )
+    monthly_budget_usd: float = Field(
+        default=0.0,
+        ge=0,
+        description="Monthly LLM budget in USD, exported beside month-to-date spend for the "
+        "80% and 100% alerts (0: no budget).",
+    )
+    audit_dsn: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN of the append-only audit log (unset: JSON lines per day in "
+        "serving/audit/ in the storage folder).",
+    )
+    audit_text: Literal["plain", "hashed", "redacted"] = Field(
+        default="hashed",
+        description="How the audit log keeps question and answer text: plain, hashed (SHA-256) "
+        "or redacted (its length only).",
+    )
     smoke_queries: Path | None = Field(
         default=None,
         description="Folder of judged queries (queries.jsonl, qrels/test.tsv, as BEIR) a new "

@@ -10,6 +10,7 @@ to load leaves the last good one serving (``/readyz`` says why). Every response 
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
@@ -18,12 +19,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiplatform_dagster.agents.threads import Decision, approval_of
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.serving.audit import AuditEntry, open_audit_log
+from aiplatform_dagster.serving.docs import serve_docs
 from aiplatform_dagster.serving.keys import (
     ApiKey,
     AuthError,
@@ -32,7 +36,9 @@ from aiplatform_dagster.serving.keys import (
     authorize,
     keys_path,
 )
+from aiplatform_dagster.serving.metrics import ServingMetrics
 from aiplatform_dagster.serving.rate_limit import RateLimiter
+from aiplatform_dagster.serving.spend import open_spend_ledger
 
 logger = logging.getLogger("aiplatform.serving")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -75,6 +81,24 @@ class Service:
         self.limiter = RateLimiter()
         self.last_refresh_error: str | None = None
         self._agents_lock = threading.Lock()
+        self.audit = open_audit_log(settings)
+        self.metrics = ServingMetrics(
+            open_spend_ledger(settings),
+            settings.serving.monthly_budget_usd,
+            self.live_labels,
+            settings.paths.storage_dir / "monitoring" / "reports",
+            self.audit,
+        )
+
+    def live_labels(self) -> dict[str, str]:
+        """The release being served, as the labels of the ``aiplatform_release`` info metric."""
+        versions = self.live.versions
+        return {
+            "release_id": self.live.name,
+            "index_release": self.live.release_id,
+            "router_version": versions.router or "none",
+            "reranker_version": versions.reranker or "none",
+        }
 
     def refresh(self) -> None:
         """Follow the live release, and the key file (a created or revoked key takes effect
@@ -115,10 +139,13 @@ def create_app(
     app = FastAPI(
         title="aiplatform",
         version="1",
-        description="Questions answered with citations from the live index release, and agent "
+        description="Questions answered with citations from the live serving release, and agent "
         "workflows. Send your key as `Authorization: Bearer <key>`.",
         lifespan=lifespan,
+        docs_url=None,  # served offline by serve_docs
+        redoc_url=None,
     )
+    serve_docs(app)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Any) -> Any:
@@ -127,11 +154,19 @@ def create_app(
         request.state.request_id = request_id
         limit = settings.serving.max_body_bytes
         length = request.headers.get("content-length")
+        started = time.perf_counter()
         if length and length.isdigit() and int(length) > limit:
             response: Any = _error(413, f"request body over {limit} bytes", request_id)
         else:
             response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
+        route = request.scope.get("route")
+        service(request).metrics.observe_request(
+            getattr(route, "path", "unmatched"),
+            request.method,
+            response.status_code,
+            time.perf_counter() - started,
+        )
         logger.info("%s %s %s -> %s", request_id, request.method, request.url.path,
                     response.status_code)  # fmt: skip
         return response
@@ -184,6 +219,11 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics", summary="Prometheus metrics.", response_class=PlainTextResponse)
+    def metrics(request: Request) -> PlainTextResponse:
+        registry = service(request).metrics.registry
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/readyz", summary="A release is loaded and serving.")
     def readyz(request: Request) -> JSONResponse:
         svc = service(request)
@@ -192,6 +232,7 @@ def create_app(
             "index_release": svc.live.release_id,
             "agents": "ready" if svc.agents is not None else svc.agents_error,
             "last_refresh_error": svc.last_refresh_error,
+            "audit": svc.audit.status(),
         }
         ready = bool(svc.live.name)
         return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
@@ -216,6 +257,12 @@ def create_app(
             answer = engine.ask(body.question, options)
         except (PlatformError, ValueError) as error:
             raise HTTPException(400, str(error)) from None
+        svc.metrics.observe_answer(answer)
+        citations = [citation.doc_id for citation in answer.citations]
+        svc.audit.record(
+            AuditEntry(request.state.request_id, key.name, "/v1/query", 200, body.question,
+                       answer.text, release_id, citations, answer.usage.cost_usd, answer.total_ms)
+        )  # fmt: skip
         return {
             **answer.as_dict(),
             "release_id": release_id,
@@ -238,6 +285,7 @@ def create_app(
             )
         except PlatformError as error:
             raise HTTPException(400, str(error)) from None
+        audit_agent(svc, request, key, "/v1/agent", body.request, result)
         return {**result.as_dict(), "request_id": request.state.request_id}
 
     @app.get("/v1/agent/{thread_id}", summary="Where a thread stands.")
@@ -271,9 +319,24 @@ def create_app(
             result = svc.agents.resume(thread_id, approve, body.note)
         except PlatformError as error:
             raise HTTPException(409, str(error)) from None
+        decision = f"resume {thread_id}: {body.decision}" + (f" ({body.note})" if body.note else "")
+        audit_agent(svc, request, key, "/v1/agent/{thread_id}/resume", decision, result)
         return {**result.as_dict(), "request_id": request.state.request_id}
 
     return app
+
+
+def audit_agent(
+    svc: Service, request: Request, key: ApiKey, endpoint: str, asked: str, result: Any
+) -> None:
+    """Count an agent run's spend and keep who asked what and how it ended."""
+    svc.metrics.observe_agent(result.spend)
+    answer = f"[{result.status}] {result.answer or result.reason or ''}"
+    svc.audit.record(
+        AuditEntry(request.state.request_id, key.name, endpoint, 200, asked, answer,
+                   f"thread {result.thread_id}", list(result.citations),
+                   float(result.spend.get("cost_usd", 0.0)), result.latency_ms)
+    )  # fmt: skip
 
 
 def _start(
@@ -295,7 +358,9 @@ def _start(
     except PlatformError as error:
         agents_error = str(error)
         logger.warning("agent endpoints disabled: %s", error)
-    return Service(settings, live, agents, agents_error)
+    service = Service(settings, live, agents, agents_error)
+    stack.callback(service.audit.close)
+    return service
 
 
 def _refresh_loop(service: Service, stop: threading.Event) -> None:
