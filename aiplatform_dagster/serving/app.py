@@ -37,7 +37,7 @@ from aiplatform_dagster.serving.keys import (
     keys_path,
 )
 from aiplatform_dagster.serving.metrics import ServingMetrics
-from aiplatform_dagster.serving.rate_limit import RateLimiter
+from aiplatform_dagster.serving.rate_limit import open_rate_limiter
 from aiplatform_dagster.serving.spend import open_spend_ledger
 
 logger = logging.getLogger("aiplatform.serving")
@@ -78,7 +78,6 @@ class Service:
         self.agents = agents
         self.agents_error = agents_error
         self.keys = KeyStore.load(keys_path(settings))
-        self.limiter = RateLimiter()
         self.last_refresh_error: str | None = None
         self._agents_lock = threading.Lock()
         self.audit = open_audit_log(settings)
@@ -88,6 +87,9 @@ class Service:
             self.live_labels,
             settings.paths.storage_dir / "monitoring" / "reports",
             self.audit,
+        )
+        self.limiter = open_rate_limiter(
+            settings, lambda: self.metrics.errors.labels("rate_limit_store").inc()
         )
 
     def live_labels(self) -> dict[str, str]:

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from aiplatform_dagster.serving.rate_limit import RateLimiter
+from aiplatform_dagster.serving.rate_limit import RateLimiter, RedisRateLimiter
+from aiplatform_dagster_tests.conftest import REDIS_URL
 
 
 class FakeClock:
@@ -118,3 +119,20 @@ def test_real_clock_by_default() -> None:
     limiter = RateLimiter()
     assert limiter.acquire("k", 1) is None
     assert limiter.acquire("k", 1) == 60.0
+
+
+def test_replicas_sharing_redis_share_one_bucket(redis_prefix: str) -> None:
+    """Two replicas (two limiters on this machine's Redis) draw from the same minute."""
+    replicas = [RedisRateLimiter(REDIS_URL, redis_prefix) for _ in range(2)]
+    allowed = [replicas[i % 2].acquire("shared", 5) for i in range(5)]
+    assert allowed == [None] * 5
+    assert replicas[0].acquire("shared", 5) == 12.0
+    assert replicas[1].acquire("shared", 5) == 12.0
+    assert RedisRateLimiter(REDIS_URL, redis_prefix).acquire("other", 5) is None
+
+
+def test_redis_down_falls_back_to_this_process_and_is_counted() -> None:
+    failures: list[int] = []
+    limiter = RedisRateLimiter("redis://127.0.0.1:1/0", "x:", lambda: failures.append(1))
+    assert [limiter.acquire("k", 2) for _ in range(3)] == [None, None, 30.0]
+    assert len(failures) == 3
