@@ -157,6 +157,13 @@ class LLMConfig(Section):
         alias="AIPLATFORM_JUDGE_MODEL",
         description="Model that grades answers in answer_eval (unset: the answering model).",
     )
+    judge_repeats: int = Field(
+        default=3,
+        ge=1,
+        alias="AIPLATFORM_JUDGE_REPEATS",
+        description="Verdicts per answer in answer_eval (mean and standard deviation; replies "
+        "are cached in the storage folder, so a rerun costs nothing).",
+    )
 
 
 class CacheSettings(Section):

@@ -17,7 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.evaluation.judge import JudgeError, judge_answer
+from aiplatform_dagster.evaluation.judge import (
+    JUDGE_PROMPT_VERSION,
+    RepeatedVerdict,
+    judge_repeatedly,
+)
+from aiplatform_dagster.evaluation.judge_cache import JudgeCache
 from aiplatform_dagster.evaluation.latency import percentiles
 from aiplatform_dagster.models.llm import ChatClient
 from aiplatform_dagster.rag.query.accounting import PriceTable
@@ -41,6 +46,10 @@ class JudgedAnswer:
     answer: str
     correctness: float
     faithfulness: float
+    correctness_std: float
+    """Spread of the repeated verdicts: how much one judgement of this answer can be trusted."""
+    judge_failures: int
+    """Verdicts that could not be read."""
     cited_expected_document: bool
     latency_ms: float | None
     """None when the answer failed: its time measures the failure, not a query."""
@@ -56,6 +65,8 @@ class JudgedAnswer:
 class AnswerEvalReport:
     answers: list[JudgedAnswer]
     judge_model: str
+    judge_repeats: int = 1
+    judge_prompt_version: str = JUDGE_PROMPT_VERSION
 
     def summary(self) -> dict[str, float]:
         """Mean scores over every question (a failed one counts 0), failures, cost, latency."""
@@ -65,6 +76,8 @@ class AnswerEvalReport:
             "correctness": _mean([a.correctness for a in answers]),
             "faithfulness": _mean([a.faithfulness for a in answers]),
             "expected_document_cited": _mean([a.cited_expected_document for a in answers]),
+            "correctness_std": _mean([a.correctness_std for a in answers]),
+            "judge_failures": float(sum(a.judge_failures for a in answers)),
             "failed_questions": float(sum(a.error is not None for a in answers)),
             "cost_per_query_usd": _mean([a.answer_cost_usd for a in answers]),
             "eval_cost_usd": sum(a.answer_cost_usd + a.judge_cost_usd for a in answers),
@@ -104,24 +117,34 @@ def run_answer_eval(
     golden: Sequence[GoldenAnswer],
     options: QueryOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    repeats: int = 1,
+    cache: JudgeCache | None = None,
 ) -> AnswerEvalReport:
-    """Answer every golden question with ``engine`` and judge it with ``judge`` (priced as
-    ``judge_model``); a failed answer or judgement is that question's failure, never an abort."""
+    """Answer every golden question with ``engine`` and judge it ``repeats`` times with
+    ``judge`` (priced as ``judge_model``; replies kept in ``cache``); a failed answer or
+    judgement is that question's failure, never an abort."""
+    judging = Judging(judge, judge_model, prices, repeats, cache)
     results = []
     for done, item in enumerate(golden, start=1):
-        results.append(_evaluate_one(engine, judge, judge_model, prices, item, options))
+        results.append(_evaluate_one(engine, judging, item, options))
         if progress:
             progress(done, len(golden))
-    return AnswerEvalReport(results, judge_model)
+    return AnswerEvalReport(results, judge_model, repeats)
+
+
+@dataclass(frozen=True)
+class Judging:
+    """How answers are judged: the client, its pinned model and price, repeats, the cache."""
+
+    client: ChatClient
+    model: str
+    prices: PriceTable
+    repeats: int
+    cache: JudgeCache | None
 
 
 def _evaluate_one(
-    engine: QueryEngine,
-    judge: ChatClient,
-    judge_model: str,
-    prices: PriceTable,
-    item: GoldenAnswer,
-    options: QueryOptions | None,
+    engine: QueryEngine, judging: Judging, item: GoldenAnswer, options: QueryOptions | None
 ) -> JudgedAnswer:
     started = time.perf_counter()
     try:
@@ -132,34 +155,34 @@ def _evaluate_one(
     latency_ms = (time.perf_counter() - started) * 1000
     sources_text = "\n\n".join(f"[{s['number']}] {s['title']}\n{s['text']}" for s in answer.sources)
     cited = {citation.doc_id for citation in answer.citations}
-    verdict, error = None, None
     try:
-        verdict = judge_answer(
-            judge, item.question, item.reference_answer, answer.text, sources_text
-        )
-    except (PlatformError, JudgeError) as failure:
-        error = f"judgement failed: {failure}"
+        verdict = judge_repeatedly(
+            judging.client, judging.model, item.question, item.reference_answer, answer.text,
+            sources_text, judging.repeats, judging.cache,
+        )  # fmt: skip
+    except PlatformError as failure:  # the judge's endpoint failed: nothing was judged
+        verdict = RepeatedVerdict(0.0, 0.0, 0.0, 0.0, 0, [str(failure)], "", 0, 0, 0)
     return JudgedAnswer(
         question_id=item.question_id,
         answer=answer.text,
-        correctness=verdict.correctness if verdict else 0.0,
-        faithfulness=verdict.faithfulness if verdict else 0.0,
+        correctness=verdict.correctness,
+        faithfulness=verdict.faithfulness,
+        correctness_std=verdict.correctness_std,
+        judge_failures=len(verdict.failures),
         cited_expected_document=bool(cited & set(item.doc_ids)),
         latency_ms=latency_ms,
         answer_cost_usd=answer.usage.cost_usd,
-        judge_cost_usd=(
-            prices.cost(judge_model, verdict.prompt_tokens, verdict.completion_tokens)
-            if verdict
-            else 0.0
+        judge_cost_usd=judging.prices.cost(
+            judging.model, verdict.prompt_tokens, verdict.completion_tokens
         ),
         cached=answer.usage.cached,
-        error=error,
+        error=None if verdict.judged else f"judgement failed: {verdict.failures[0]}",
     )
 
 
 def _failed(item: GoldenAnswer, error: str) -> JudgedAnswer:
     """A question that got no answer: every score 0, nothing spent that can be priced."""
-    return JudgedAnswer(item.question_id, "", 0.0, 0.0, False, None, 0.0, 0.0, False, error)
+    return JudgedAnswer(item.question_id, "", 0.0, 0.0, 0.0, 0, False, None, 0.0, 0.0, False, error)
 
 
 def _mean(values: Sequence[float | bool]) -> float:

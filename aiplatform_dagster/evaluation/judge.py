@@ -2,14 +2,18 @@
 
 Correctness is judged against a reference answer; faithfulness against the cited sources, so a
 right answer backed by the wrong source still loses points. The judge must reply with a strict
-JSON object; a reply that cannot be read as one is an error, never a silent zero.
+JSON object; a reply that cannot be read as one is a failure, counted, never a silent zero or a
+NaN. Reproducible: the judge model and the rubric's version are pinned in every report, each
+answer is judged ``repeats`` times (mean and standard deviation), and replies are cached.
 """
 
 import json
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aiplatform_dagster.evaluation.judge_cache import CachedReply, JudgeCache, reply_key
 from aiplatform_dagster.models.llm import ChatClient
 
 # Bump whenever the rubric or the message layout changes: scores are only comparable within one.
@@ -38,19 +42,6 @@ class JudgeError(ValueError):
     """The judge's reply is not a valid verdict; the message quotes the reply."""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """Scores normalised to 0..1 (raw 0..5 kept), with the judge's reasoning and token cost."""
-
-    correctness: float
-    faithfulness: float
-    correctness_raw: int
-    faithfulness_raw: int
-    reasoning: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
 def build_judge_messages(
     question: str, reference_answer: str, answer: str, sources_text: str
 ) -> list[dict]:
@@ -67,22 +58,80 @@ def build_judge_messages(
     ]
 
 
-def judge_answer(
-    client: ChatClient, question: str, reference_answer: str, answer: str, sources_text: str
-) -> Verdict:
-    """Ask the judge model for a verdict on one answer."""
+@dataclass(frozen=True)
+class RepeatedVerdict:
+    """``repeats`` verdicts on one answer: mean and standard deviation of each score over the
+    verdicts that could be read; the unreadable ones are counted, never averaged in as NaN."""
+
+    correctness: float
+    correctness_std: float
+    faithfulness: float
+    faithfulness_std: float
+    verdicts: int
+    failures: list[str]
+    reasoning: str
+    """The first readable verdict's reasoning."""
+    cached: int
+    """Replies taken from the cache (they cost nothing)."""
+    prompt_tokens: int
+    completion_tokens: int
+    """Tokens of the replies the judge was actually asked for."""
+
+    @property
+    def judged(self) -> bool:
+        return self.verdicts > 0
+
+
+def judge_repeatedly(
+    client: ChatClient,
+    model: str,
+    question: str,
+    reference_answer: str,
+    answer: str,
+    sources_text: str,
+    repeats: int = 1,
+    cache: JudgeCache | None = None,
+) -> RepeatedVerdict:
+    """Ask for ``repeats`` verdicts (each cached under its own key) and summarise them."""
     messages = build_judge_messages(question, reference_answer, answer, sources_text)
-    completion = client.complete(messages)
-    scores = parse_verdict(completion.text)
-    correctness, faithfulness = scores["correctness"], scores["faithfulness"]
-    return Verdict(
-        correctness=correctness / MAX_SCORE,
-        faithfulness=faithfulness / MAX_SCORE,
-        correctness_raw=correctness,
-        faithfulness_raw=faithfulness,
-        reasoning=scores["reasoning"],
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
+    correctness: list[float] = []
+    faithfulness: list[float] = []
+    failures: list[str] = []
+    reasonings: list[str] = []
+    cached = prompt_tokens = completion_tokens = 0
+    for repeat in range(repeats):
+        key = reply_key(model, JUDGE_PROMPT_VERSION, messages, repeat)
+        reply = cache.get(key) if cache else None
+        if reply is None:
+            completion = client.complete(messages)
+            reply = CachedReply(
+                completion.text, completion.prompt_tokens, completion.completion_tokens
+            )
+            prompt_tokens += reply.prompt_tokens
+            completion_tokens += reply.completion_tokens
+            if cache:
+                cache.put(key, reply)
+        else:
+            cached += 1
+        try:
+            scores = parse_verdict(reply.text)
+        except JudgeError as error:
+            failures.append(str(error))
+            continue
+        reasonings.append(scores["reasoning"])
+        correctness.append(scores["correctness"] / MAX_SCORE)
+        faithfulness.append(scores["faithfulness"] / MAX_SCORE)
+    return RepeatedVerdict(
+        correctness=statistics.fmean(correctness) if correctness else 0.0,
+        correctness_std=statistics.pstdev(correctness) if correctness else 0.0,
+        faithfulness=statistics.fmean(faithfulness) if faithfulness else 0.0,
+        faithfulness_std=statistics.pstdev(faithfulness) if faithfulness else 0.0,
+        verdicts=len(correctness),
+        failures=failures,
+        reasoning=reasonings[0] if reasonings else "",
+        cached=cached,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
     )
 
 

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from aiplatform_dagster.evaluation.answer_eval import GoldenAnswer, run_answer_eval
+from aiplatform_dagster.evaluation.judge import JUDGE_PROMPT_VERSION
+from aiplatform_dagster.evaluation.judge_cache import JudgeCache
 from aiplatform_dagster.models.llm import LLMSettings
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
@@ -40,7 +42,7 @@ def client(server: FakeOpenAIServer, model: str):
     return settings.build_client()
 
 
-def evaluate(sample_retriever, embedder, answerer, judge):
+def evaluate(sample_retriever, embedder, answerer, judge, repeats: int = 1, cache=None):
     engine = QueryEngine(
         sample_retriever,
         embedder.count_tokens,
@@ -54,6 +56,8 @@ def evaluate(sample_retriever, embedder, answerer, judge):
         PriceTable(),
         GOLDEN,
         QueryOptions(use_cache=False),
+        repeats=repeats,
+        cache=cache,
     )
 
 
@@ -90,3 +94,27 @@ def test_a_failed_answer_or_judgement_scores_zero_and_the_rest_still_count(
     summary = report.summary()
     assert summary["failed_questions"] == 2
     assert summary["correctness"] == pytest.approx(1 / 3)
+
+
+def test_repeated_judgements_are_pinned_summarised_and_free_on_a_rerun(
+    sample_retriever, embedder, tmp_path
+) -> None:
+    """Three verdicts per answer; the judge says 5 then 3 then 4 for every answer."""
+    scores = {}
+
+    def judge_reply(messages: list[dict]) -> str:
+        seen = scores.setdefault(messages[-1]["content"], [5, 3, 4])
+        return json.dumps({"correctness": seen.pop(0), "faithfulness": 5, "reasoning": "ok"})
+
+    cache = JudgeCache(tmp_path / "judge.sqlite")
+    with FakeOpenAIServer() as answerer, FakeOpenAIServer(judge_reply) as judge:
+        report = evaluate(sample_retriever, embedder, answerer, judge, repeats=3, cache=cache)
+        again = evaluate(sample_retriever, embedder, answerer, judge, repeats=3, cache=cache)
+        judged = len(judge.chat_requests())
+    summary = report.summary()
+    assert (report.judge_repeats, report.judge_prompt_version) == (3, JUDGE_PROMPT_VERSION)
+    assert summary["correctness"] == pytest.approx(0.8)
+    assert summary["correctness_std"] == pytest.approx(0.163299, abs=1e-6)
+    assert summary["judge_failures"] == 0
+    assert judged == 3 * len(GOLDEN)  # the rerun's verdicts all came from the cache
+    assert again.summary()["correctness"] == summary["correctness"]

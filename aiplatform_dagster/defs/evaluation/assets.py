@@ -15,6 +15,7 @@ from aiplatform_dagster.evaluation.answer_eval import (
     load_golden_answers,
     run_answer_eval,
 )
+from aiplatform_dagster.evaluation.judge_cache import JudgeCache
 from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
 from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
@@ -160,6 +161,8 @@ def answer_eval(
         golden,
         replace(engine.defaults, use_cache=config.use_cache),
         progress,
+        repeats=settings.llm.judge_repeats,
+        cache=JudgeCache(settings.paths.storage_dir / "evaluation" / "judge_cache.sqlite"),
     )
     summary = report.summary()
     cache = engine.cache.stats() if engine.cache is not None else None
@@ -169,6 +172,8 @@ def answer_eval(
             "release_id": engine.retriever.release_id or "",
             "answer_model": llm.model,
             "judge_model": report.judge_model,
+            "judge_prompt_version": report.judge_prompt_version,
+            "judge_repeats": report.judge_repeats,
             "questions": len(golden),
             **{name: dg.MetadataValue.float(round(value, 6)) for name, value in summary.items()},
             **(
@@ -186,6 +191,7 @@ def answer_eval(
                         "id": a.question_id,
                         "correctness": a.correctness,
                         "faithfulness": a.faithfulness,
+                        "correctness_std": round(a.correctness_std, 3),
                         "cited_expected": a.cited_expected_document,
                         "latency_ms": round(a.latency_ms, 1),
                         "answer": a.error or a.answer,
