@@ -23,7 +23,7 @@ INGESTION_ASSETS = {
     "index_release",
     "current_release",
 }
-EVALUATION_ASSETS = {"retrieval_eval", "answer_eval"}
+EVALUATION_ASSETS = {"retrieval_eval", "answer_eval", "labelling_queue"}
 TRAINING_ASSETS = {
     "router_training_data",
     "query_router_model",
@@ -95,6 +95,8 @@ def test_definitions_hold_the_groups_checks_and_automation() -> None:
     }  # fmt: skip
     assert graph.get(dg.AssetKey("serving_release")).automation_condition is not None
     assert defs.resolve_job_def("rollback_serving_release")
+    labelling = defs.resolve_sensor_def("labelling_queue_sensor")
+    assert labelling.default_status == dg.DefaultSensorStatus.RUNNING
     serving = defs.resolve_sensor_def("serving_automation")
     assert serving.default_status == dg.DefaultSensorStatus.RUNNING
     assert defs.resolve_sensor_def("serving_flips_sensor").default_status == (

@@ -51,6 +51,8 @@ class JudgedAnswer:
     judge_failures: int
     """Verdicts that could not be read."""
     cited_expected_document: bool
+    expects_documents: bool
+    """False for a human label, which names no document to cite."""
     latency_ms: float | None
     """None when the answer failed: its time measures the failure, not a query."""
     answer_cost_usd: float
@@ -75,7 +77,9 @@ class AnswerEvalReport:
         return {
             "correctness": _mean([a.correctness for a in answers]),
             "faithfulness": _mean([a.faithfulness for a in answers]),
-            "expected_document_cited": _mean([a.cited_expected_document for a in answers]),
+            "expected_document_cited": _mean(
+                [a.cited_expected_document for a in answers if a.expects_documents]
+            ),
             "correctness_std": _mean([a.correctness_std for a in answers]),
             "judge_failures": float(sum(a.judge_failures for a in answers)),
             "failed_questions": float(sum(a.error is not None for a in answers)),
@@ -170,6 +174,7 @@ def _evaluate_one(
         correctness_std=verdict.correctness_std,
         judge_failures=len(verdict.failures),
         cited_expected_document=bool(cited & set(item.doc_ids)),
+        expects_documents=bool(item.doc_ids),
         latency_ms=latency_ms,
         answer_cost_usd=answer.usage.cost_usd,
         judge_cost_usd=judging.prices.cost(
@@ -182,7 +187,10 @@ def _evaluate_one(
 
 def _failed(item: GoldenAnswer, error: str) -> JudgedAnswer:
     """A question that got no answer: every score 0, nothing spent that can be priced."""
-    return JudgedAnswer(item.question_id, "", 0.0, 0.0, 0.0, 0, False, None, 0.0, 0.0, False, error)
+    return JudgedAnswer(
+        item.question_id, "", 0.0, 0.0, 0.0, 0, False, bool(item.doc_ids), None, 0.0, 0.0, False,
+        error,
+    )  # fmt: skip
 
 
 def _mean(values: Sequence[float | bool]) -> float:

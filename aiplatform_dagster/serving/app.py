@@ -15,19 +15,24 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 
-from aiplatform_dagster.agents.threads import Decision, approval_of
+from aiplatform_dagster.agents.threads import approval_of
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.serving.audit import AuditEntry, open_audit_log
 from aiplatform_dagster.serving.docs import serve_docs
+from aiplatform_dagster.serving.feedback import (
+    Feedback,
+    FlaggedQuery,
+    open_feedback_store,
+    review_reason,
+)
 from aiplatform_dagster.serving.keys import (
     ApiKey,
     AuthError,
@@ -38,34 +43,16 @@ from aiplatform_dagster.serving.keys import (
 )
 from aiplatform_dagster.serving.metrics import ServingMetrics
 from aiplatform_dagster.serving.rate_limit import open_rate_limiter
+from aiplatform_dagster.serving.requests import (
+    AgentRequest,
+    FeedbackRequest,
+    QueryRequest,
+    ResumeRequest,
+)
 from aiplatform_dagster.serving.spend import open_spend_ledger
 
 logger = logging.getLogger("aiplatform.serving")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class QueryRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    question: str = Field(min_length=1, description="The question, in plain language.")
-    mode: Literal["bm25", "dense", "hybrid"] | None = Field(
-        default=None, description="Force a search mode (default: the router decides)."
-    )
-    top_n: int | None = Field(default=None, ge=1, le=20, description="Sources to answer from.")
-    use_cache: bool = True
-
-
-class AgentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request: str = Field(min_length=1, description="What the agents should do.")
-    agent: str | None = Field(default=None, description="Agent from the registry.")
-    mode: Literal["sequential", "parallel", "hierarchical"] | None = None
-    subtasks: list[str] = Field(default_factory=list, max_length=8)
-
-
-class ResumeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    decision: Decision
-    note: str = Field(default="", max_length=2_000)
 
 
 class Service:
@@ -81,6 +68,7 @@ class Service:
         self.last_refresh_error: str | None = None
         self._agents_lock = threading.Lock()
         self.audit = open_audit_log(settings)
+        self.feedback = open_feedback_store(settings)
         self.metrics = ServingMetrics(
             open_spend_ledger(settings),
             settings.serving.monthly_budget_usd,
@@ -261,6 +249,12 @@ def create_app(
             raise HTTPException(400, str(error)) from None
         svc.metrics.observe_answer(answer)
         citations = [citation.doc_id for citation in answer.citations]
+        reason = review_reason(answer)
+        if reason:
+            svc.feedback.flag(
+                FlaggedQuery(request.state.request_id, body.question, answer.text, release_id,
+                             reason, citations)
+            )  # fmt: skip
         svc.audit.record(
             AuditEntry(request.state.request_id, key.name, "/v1/query", 200, body.question,
                        answer.text, release_id, citations, answer.usage.cost_usd, answer.total_ms)
@@ -270,6 +264,31 @@ def create_app(
             "release_id": release_id,
             "index_release": engine.retriever.release_id,
             "request_id": request.state.request_id,
+            "review": reason,
+        }
+
+    @app.post("/v1/feedback", summary="Rate an answer, correct it, or flag it for a labeller.")
+    def feedback(body: FeedbackRequest, request: Request, key: query_key) -> dict[str, Any]:
+        svc = service(request)
+        flagged = svc.feedback.flagged()
+        if body.question is None and body.request_id not in flagged:
+            raise HTTPException(
+                422,
+                f"request {body.request_id} was not kept for labelling: send the question "
+                "with the feedback (field 'question')",
+            )
+        entry = Feedback(**body.model_dump())
+        svc.feedback.add(entry)
+        svc.audit.record(
+            AuditEntry(request.state.request_id, key.name, "/v1/feedback", 200,
+                       f"feedback on {body.request_id}: rated {body.rating}",
+                       body.corrected_answer or body.note, "")
+        )  # fmt: skip
+        return {
+            "recorded": True,
+            "request_id": body.request_id,
+            "label": entry.is_label,
+            "queued": not entry.is_label and (entry.needs_label or body.request_id in flagged),
         }
 
     def runtime(request: Request) -> Any:

@@ -12,6 +12,7 @@ from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.evaluation.answer_eval import (
     GOLDEN_ANSWERS,
+    GoldenAnswer,
     load_golden_answers,
     run_answer_eval,
 )
@@ -21,6 +22,7 @@ from aiplatform_dagster.evaluation.retrieval_benchmark import EvalMode
 from aiplatform_dagster.evaluation.runner import RetrievalEvalRequest, run_retrieval_eval
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.query.engine import NO_LLM_NOTE
+from aiplatform_dagster.serving.feedback import open_feedback_store
 
 GROUP = "evaluation"
 OWNERS = ["team:ml-platform"]
@@ -120,6 +122,10 @@ class AnswerEvalConfig(dg.Config):
     use_cache: bool = Field(
         default=False, description="Measure real generation cost and latency, not cache hits."
     )
+    use_labels: bool = Field(
+        default=True,
+        description="Also judge against the corrected answers labellers gave (/v1/feedback).",
+    )
 
 
 @dg.asset(
@@ -146,6 +152,10 @@ def answer_eval(
             metadata={"status": "not run", "reason": f"No LLM configured. {NO_LLM_NOTE}"}
         )
     golden = load_golden_answers(Path(config.golden_answers))
+    labels = [
+        GoldenAnswer(f"label-{label.request_id}", label.question, label.reference_answer, [])
+        for label in open_feedback_store(settings).labels()
+    ] if config.use_labels else []  # fmt: skip
     prices = factory.price_table(settings)
 
     def progress(done: int, total: int) -> None:
@@ -158,7 +168,7 @@ def answer_eval(
         judge.build_client(),
         judge.model,
         prices,
-        golden,
+        golden + labels,
         replace(engine.defaults, use_cache=config.use_cache),
         progress,
         repeats=settings.llm.judge_repeats,
@@ -174,7 +184,8 @@ def answer_eval(
             "judge_model": report.judge_model,
             "judge_prompt_version": report.judge_prompt_version,
             "judge_repeats": report.judge_repeats,
-            "questions": len(golden),
+            "questions": len(golden) + len(labels),
+            "human_labels": len(labels),
             **{name: dg.MetadataValue.float(round(value, 6)) for name, value in summary.items()},
             **(
                 {
