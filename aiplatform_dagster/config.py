@@ -302,7 +302,8 @@ class AgentSettings(Section):
     otlp_endpoint: str | None = Field(
         default=None,
         alias="OTEL_EXPORTER_OTLP_ENDPOINT",
-        description="OpenTelemetry collector; when set, agent steps are also exported as spans.",
+        description="OpenTelemetry collector; when set, agent steps, API requests and query "
+        "stages are also exported as spans.",
     )
     langsmith_api_key: SecretStr | None = Field(
         default=None,

@@ -50,6 +50,7 @@ from aiplatform_dagster.serving.requests import (
     ResumeRequest,
 )
 from aiplatform_dagster.serving.spend import open_spend_ledger
+from aiplatform_dagster.serving.telemetry import configure_tracing, request_span
 
 logger = logging.getLogger("aiplatform.serving")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -145,14 +146,17 @@ def create_app(
         limit = settings.serving.max_body_bytes
         length = request.headers.get("content-length")
         started = time.perf_counter()
-        if length and length.isdigit() and int(length) > limit:
-            response: Any = _error(413, f"request body over {limit} bytes", request_id)
-        else:
-            response = await call_next(request)
+        with request_span(request.method, request.url.path, request_id) as span:
+            if length and length.isdigit() and int(length) > limit:
+                response: Any = _error(413, f"request body over {limit} bytes", request_id)
+            else:
+                response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            span.update_name(f"{request.method} {route}")
+            span.set_attribute("http.status_code", response.status_code)
         response.headers["X-Request-ID"] = request_id
-        route = request.scope.get("route")
         service(request).metrics.observe_request(
-            getattr(route, "path", "unmatched"),
+            route,
             request.method,
             response.status_code,
             time.perf_counter() - started,
@@ -372,6 +376,9 @@ def _start(
     from aiplatform_dagster.rag.factory import LiveQueryEngine
     from aiplatform_dagster.serving.release import follow_live
 
+    tracing = configure_tracing(settings.agents.otlp_endpoint)
+    if tracing is not None:  # at shutdown, before uvicorn re-raises SIGTERM: spans are flushed
+        stack.callback(tracing.shutdown)
     live = (live_factory or (lambda s: LiveQueryEngine(s, follow_live(s))))(settings)
     agents, agents_error = None, None
     try:

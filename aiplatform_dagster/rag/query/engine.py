@@ -12,7 +12,7 @@ from typing import Any
 
 from aiplatform_dagster.models.llm import ChatClient, LLMError, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import TokenCounter
-from aiplatform_dagster.rag.query.accounting import PriceTable, StageTimer, Usage
+from aiplatform_dagster.rag.query.accounting import QUERY_TRACER, PriceTable, StageTimer, Usage
 from aiplatform_dagster.rag.query.cache import CacheUnavailable, ResponseCache, cache_key
 from aiplatform_dagster.rag.query.citations import Citation, resolve_citations
 from aiplatform_dagster.rag.query.context import Context, build_context
@@ -192,7 +192,28 @@ class QueryEngine:
         return [*head, *fused[options.candidates :]][:depth]
 
     def ask(self, question: str, options: QueryOptions | None = None) -> Answer:
-        """Answer ``question`` with citations; raises QueryError for an empty question."""
+        """Answer ``question`` with citations; raises QueryError for an empty question.
+
+        One ``rag.query`` span (stages nested in it) with the route, the answer's kind, tokens
+        and cost, when the application configured OpenTelemetry."""
+        with QUERY_TRACER.start_as_current_span("rag.query") as span:
+            answer = self._ask(question, options)
+            span.set_attributes(
+                {
+                    "rag.release_id": self.retriever.release_id or "",
+                    "rag.route": answer.route.mode.value,
+                    "rag.answer_kind": answer.kind.value,
+                    "rag.reranked": answer.reranked,
+                    "rag.sources": len(answer.sources),
+                    "rag.flagged": answer.flagged,
+                    "llm.prompt_tokens": answer.usage.prompt_tokens,
+                    "llm.completion_tokens": answer.usage.completion_tokens,
+                    "llm.cost_usd": answer.usage.cost_usd,
+                }
+            )
+            return answer
+
+    def _ask(self, question: str, options: QueryOptions | None) -> Answer:
         options = options or self.defaults
         timer = StageTimer()
         with timer.stage("preprocess"):
