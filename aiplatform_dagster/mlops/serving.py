@@ -61,7 +61,9 @@ def parse_model_uri(uri: str) -> ModelRef:
 def load_registered_router(target: MlflowTarget, uri: str, cache_root: Path) -> TrainedRouter:
     """The router version the URI names (downloaded once into ``cache_root``)."""
     version, folder = model_folder(target, uri, cache_root)
-    return load_router(folder, f"trained router {uri} (v{version})", version)
+    ref = parse_model_uri(uri)
+    named = f"@{ref.alias}" if ref.alias else "pinned"
+    return load_router(folder, f"trained router {ref.name} v{version} ({named})", version)
 
 
 def resolved_version(target: MlflowTarget, uri: str) -> str | None:

@@ -32,7 +32,7 @@ def test_refresh_swaps_in_the_reranker_version_the_champion_alias_names(
     def register(folder: Path) -> str:
         with tracked_run(target, "reranker_model", {}) as run:
             source = run.log_folder(folder, "reranker")
-        return registry.register(NAME, source, run.run_id, Change.RETRAINED, "tiny").version
+        return str(registry.register(NAME, source, run.run_id, Change.RETRAINED, "tiny").version)
 
     first = register(cross_encoder_dir)
     registry.promote(NAME, first, "first", "test")
