@@ -48,8 +48,11 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	trap 'kill $$MLFLOW $$API' EXIT INT TERM; \
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# Everything but the browser tests on two workers (a file's tests stay on one), then the
+# browser tests one at a time: each drives its own `dagster dev`.
 test: lint
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not browser" --durations=10
+	$(BIN)/pytest -q -m browser --durations=5
 
 lint: install
 	$(BIN)/ruff check .

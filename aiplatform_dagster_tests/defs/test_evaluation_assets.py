@@ -84,8 +84,10 @@ def judge_or_answer(messages: list[dict]) -> str:
 
 
 def test_answer_eval_judges_every_golden_question(
-    platform_on_sample, monkeypatch: pytest.MonkeyPatch
+    platform_on_sample, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sample_repository
 ) -> None:
+    shutil.copytree(sample_repository.root, tmp_path / "ingestion")  # the judge cache goes here
+    monkeypatch.setenv("AIPLATFORM_STORAGE_DIR", str(tmp_path))
     golden = load_golden_answers()
     with FakeOpenAIServer(chat_reply=judge_or_answer) as server:
         monkeypatch.setenv("AIPLATFORM_LLM_BASE_URL", server.base_url)
@@ -93,7 +95,9 @@ def test_answer_eval_judges_every_golden_question(
         metadata = materialization_metadata(materialize("answer_eval"), "answer_eval")
         requests = server.chat_requests()
 
-    assert len(requests) == 2 * len(golden)
+    assert len(requests) == (1 + 3) * len(golden)  # each answered once, judged three times
+    assert (metadata["judge_repeats"], metadata["judge_prompt_version"]) == (3, "judge-v1")
+    assert metadata["correctness_std"] == 0 and metadata["judge_failures"] == 0
     assert metadata["status"] == "evaluated" and metadata["questions"] == len(golden)
     assert metadata["correctness"] == pytest.approx(0.8)
     assert metadata["faithfulness"] == pytest.approx(1.0)
@@ -117,7 +121,8 @@ def test_answer_eval_with_the_cache_on_reports_hits_and_costs_nothing_the_second
         second = materialization_metadata(materialize("answer_eval", cached), "answer_eval")
         requests = server.chat_requests()
 
-    assert len(requests) == 3 * len(golden)  # answers once, judged twice
+    assert len(requests) == (1 + 3) * len(golden)  # the rerun's answers and verdicts: cached
+    assert second["eval_cost_usd"] == 0 < first["eval_cost_usd"]
     assert first["cache_hit_rate"] == 0 and second["cache_hit_rate"] == 1.0
     assert second["cost_per_query_usd"] == 0 < first["cost_per_query_usd"]
     assert second["response_cache/hits"] == len(golden)

@@ -30,7 +30,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     reload_until_visible,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 AGENTS_GROUP = ("agent_registry", "agent_eval", "agent_escalations", "checkpoint_retention")
 REPORT_REQUEST = (

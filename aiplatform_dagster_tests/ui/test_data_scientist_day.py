@@ -34,7 +34,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     wait_for_materialisations,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 BINARY_FILE = "contracts/scanned_contract.txt"
 NEW_DOCUMENT = "operations/quarterly_failover_drill.md"

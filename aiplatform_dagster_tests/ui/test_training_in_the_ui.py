@@ -33,7 +33,7 @@ from aiplatform_dagster_tests.ui.dagster_ui import (
     select_event,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 INGEST_SECONDS = 600
 """Longest wait for `make ingest` of the guides: each step a process, most loading the model."""
