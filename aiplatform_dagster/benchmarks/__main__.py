@@ -18,7 +18,7 @@ from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
 PARTS = [
     "ingestion", "bm25", "vector", "releases", "incremental", "router", "reranker", "embedder",
-    "agents",
+    "agents", "serving",
 ]  # fmt: skip
 
 
@@ -54,6 +54,9 @@ def main() -> None:
         "a throwaway database bench_agents_<random> (default: host=127.0.0.1 port=5432 "
         "user=postgres dbname=postgres)",
     )  # fmt: skip
+    parser.add_argument(
+        "--clients", type=int, default=8, help="concurrent API clients of the serving benchmark"
+    )
     parser.add_argument(
         "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
     )
@@ -92,6 +95,10 @@ def main() -> None:
 
         dsn = args.postgres_dsn or DEFAULT_POSTGRES_DSN
         print_agents(bench_agents(args.agent_runs, postgres_dsn=dsn))
+    if "serving" in parts:
+        from aiplatform_dagster.benchmarks.serving_bench import bench_serving
+
+        print_serving(bench_serving(args.clients))
     if ("releases" in parts or "incremental" in parts) and not has_corpus:
         print(f"(d-f) releases: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
         return
@@ -180,6 +187,23 @@ def main() -> None:
             f"{r['test_queries']}: packaged {r['test_packaged']:.3f} -> tuned "
             f"{r['test_tuned']:.3f} ({gain:+.3f}; goal >= +0.015: {verdict(gain >= 0.015)})"
         )
+
+
+def print_serving(r: dict) -> None:
+    cold, warm, replay = r["cold"], r["warm"], r["replay"]
+    saved = 1 - replay["cost_usd"] / replay["cost_without_cache_usd"]
+    print(
+        f"(k) /v1/query, {r['clients']} concurrent clients, sample corpus, no reranker, instant "
+        f"local LLM: cold {cold['throughput_rps']:.1f} req/s, p50 {cold['p50_ms']:.0f} / p95 "
+        f"{cold['p95_ms']:.0f} / p99 {cold['p99_ms']:.0f} ms, {cold['errors']} errors (goal p95 "
+        f"<= 100 ms: {verdict(cold['p95_ms'] <= 100)}); cache warm {warm['throughput_rps']:.1f} "
+        f"req/s, p50 {warm['p50_ms']:.1f} / p95 {warm['p95_ms']:.1f} ms, {warm['errors']} errors "
+        f"(goal p95 <= 10 ms: {verdict(warm['p95_ms'] <= 10)}); replaying {replay['requests']} "
+        f"queries ({replay['distinct']} distinct, {replay['repeat_share']:.0%} repeats, Zipf) "
+        f"the cache saved {saved:.0%} of the LLM cost (${replay['cost_usd']:.4f} instead of "
+        f"${replay['cost_without_cache_usd']:.4f}; the design claims 40%), {replay['errors']} "
+        "errors"
+    )
 
 
 def print_agents(r: dict) -> None:

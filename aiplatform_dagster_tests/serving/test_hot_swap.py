@@ -4,38 +4,21 @@ or is dropped, and each answer names the release that produced it."""
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.serving.app import create_app
 from aiplatform_dagster.serving.keys import Scope, create_key
 from aiplatform_dagster.serving.publish import publish_serving_release
 from aiplatform_dagster.serving.release import open_serving_releases
-from aiplatform_dagster_tests.dagster_dev import free_port, wait_until
+from aiplatform_dagster.serving.server import serving_in_thread
+from aiplatform_dagster_tests.dagster_dev import wait_until
 from aiplatform_dagster_tests.serving.test_release import reingest
 
 CLIENTS = 4
 QUESTION = {"question": "How long are vector index backups kept?", "use_cache": False}
-
-
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """The app under uvicorn in a thread, on a free loopback port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 60, "uvicorn started")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_publishing_and_rolling_back_under_load_loses_no_request(storage: Path, embedder) -> None:
@@ -72,7 +55,7 @@ def test_publishing_and_rolling_back_under_load_loses_no_request(storage: Path, 
         with lock:
             return any(seen == release for _, seen in results[-CLIENTS:])
 
-    with serving(create_app(settings)) as base:
+    with serving_in_thread(create_app(settings)) as base:
         threads = [threading.Thread(target=client, args=(base,)) for _ in range(CLIENTS)]
         for thread in threads:
             thread.start()
