@@ -18,7 +18,6 @@ Layout (``storage/serving`` by default)::
     writer.lock
 """
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -300,17 +299,6 @@ def follow_live(settings: Settings, releases: ServingReleases | None = None) -> 
         )
 
     return target
-
-
-def summary(manifest: ServingManifest) -> Mapping[str, Any]:
-    """The manifest's fields a person reads first."""
-    return {
-        "release_id": manifest.release_id,
-        "index_release": manifest.index_release,
-        "router": manifest.router or "rules",
-        "reranker": manifest.reranker or "none",
-        "prompt_version": manifest.prompt_version,
-    }
 
 
 def _pinned(model: str | None, version: str | None) -> str | None:
