@@ -1,7 +1,7 @@
 """``make bench``: ingestion, BM25, vector search, index releases, the trained router, the
-trained reranker, the fine-tuned embedder and agent orchestration, each against a baseline
-measured in the same process on the same data or calls. Numbers are for the machine it runs on;
-compare ratios."""
+trained reranker, the fine-tuned embedder, agent orchestration and the serving API under load,
+each against a baseline measured in the same process on the same data or calls. Numbers are for
+the machine it runs on; compare ratios."""
 
 import argparse
 from pathlib import Path
