@@ -2,8 +2,6 @@
 engine on the sample release (MiniLM), the agent runtime with the fake model behind it."""
 
 import logging
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +15,8 @@ from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.serving.app import create_app
 from aiplatform_dagster.serving.keys import Scope, create_key
 from aiplatform_dagster_tests.agents.scripted_model import scripted_agent_model
-from aiplatform_dagster_tests.dagster_dev import BIN, free_port, wait_until
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+from aiplatform_dagster_tests.serving.served import aiplatform_serve
 from aiplatform_dagster_tests.ui.dagster_ui import SHOTS, chromium
 
 
@@ -197,48 +195,20 @@ def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(storage: Pa
 
 def test_aiplatform_serve_answers_over_real_http(storage: Path, tmp_path: Path):
     """`aiplatform serve` as a user starts it: uvicorn on a loopback port, a key from the CLI."""
-    env = {
-        **os.environ,
-        "AIPLATFORM_STORAGE_DIR": str(storage),
-        "AIPLATFORM_SERVING_API_KEYS_FILE": str(tmp_path / "keys.yaml"),
-        "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
-    created = subprocess.run(
-        [BIN / "aiplatform", "key", "create", "me", "--scope", "query"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    key = created.stdout.splitlines()[0]
-    port = free_port()
-    server = subprocess.Popen(
-        [BIN / "aiplatform", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _get(f"{base}/readyz"), 120, "the API serving /readyz")
+    with aiplatform_serve(storage, tmp_path) as api:
         response = httpx.post(
-            f"{base}/v1/query",
+            f"{api.base}/v1/query",
             json={"question": "How long are vector index backups kept?"},
-            headers={"Authorization": f"Bearer {key}"},
+            headers={"Authorization": f"Bearer {api.key}"},
             timeout=60,
         )
         assert response.status_code == 200 and response.json()["citations"]
-        assert httpx.get(f"{base}/openapi.json").json()["paths"].keys() >= {
+        assert httpx.get(f"{api.base}/openapi.json").json()["paths"].keys() >= {
             "/v1/query", "/v1/agent", "/healthz", "/readyz"
         }  # fmt: skip
-        open_the_api_docs_in_a_browser(base)
-    finally:
-        server.terminate()
-        _, stderr = server.communicate(timeout=30)
-    assert key not in stderr  # the access log never shows a key
-
-
-def _get(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        open_the_api_docs_in_a_browser(api.base)
+    assert "POST /v1/query" in api.log.read_text()  # the access log was written ...
+    assert api.key not in api.log.read_text()  # ... and never shows a key
 
 
 def open_the_api_docs_in_a_browser(base: str) -> None:

@@ -9,7 +9,6 @@ prometheus-alertmanager`, as .ci/run does); a missing tool fails the test, it is
 """
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -23,7 +22,8 @@ import yaml
 from aiplatform_dagster.serving.audit import AuditLog, JsonLinesAudit, TextPolicy
 from aiplatform_dagster.serving.metrics import ServingMetrics
 from aiplatform_dagster.serving.spend import LocalSpend
-from aiplatform_dagster_tests.dagster_dev import BIN, PROJECT_ROOT, free_port, wait_until
+from aiplatform_dagster_tests.dagster_dev import PROJECT_ROOT, free_port, wait_until
+from aiplatform_dagster_tests.serving.served import ServedApi, aiplatform_serve, responds
 
 MONITORING = PROJECT_ROOT / "k8s" / "monitoring"
 PROMTOOL = Path("/usr/bin/promtool")
@@ -164,13 +164,6 @@ def test_every_alert_has_a_severity_and_says_what_to_check() -> None:
         assert len(rule["annotations"]["description"]) > 100, rule["alert"]
 
 
-def _get_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _prometheus_query(base: str, query: str) -> dict[str, Any]:
     response = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5)
     body = response.json()
@@ -193,22 +186,12 @@ def test_a_real_prometheus_scrapes_the_api_and_evaluates_the_alerts(
     """`aiplatform serve` answers three queries; Prometheus, scraping it every second with
     alerts.yaml loaded, counts exactly those three and evaluates every rule without error."""
     prometheus_bin = tool(PROMETHEUS)
-    env = {
-        **os.environ,
-        "AIPLATFORM_STORAGE_DIR": str(storage),
-        "AIPLATFORM_SERVING_API_KEYS_FILE": str(tmp_path / "keys.yaml"),
-        "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    created = subprocess.run(
-        [BIN / "aiplatform", "key", "create", "monitoring", "--scope", "query"],
-        env=env, capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    key = created.stdout.splitlines()[0]
-    api_port, prometheus_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    with aiplatform_serve(storage, tmp_path) as api:
+        scrape_and_evaluate(api, prometheus_bin, tmp_path)
+
+
+def scrape_and_evaluate(api: ServedApi, prometheus_bin: str, tmp_path: Path) -> None:
+    prometheus = f"http://127.0.0.1:{free_port()}"
     config = tmp_path / "prometheus.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -219,26 +202,20 @@ def test_a_real_prometheus_scrapes_the_api_and_evaluates_the_alerts(
                     {
                         "job_name": "aiplatform-api",
                         "metrics_path": "/metrics",
-                        "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
+                        "static_configs": [{"targets": [api.base.removeprefix("http://")]}],
                     }
                 ],
             }
         )
     )
-    api_log = (tmp_path / "api.log").open("w")
     prometheus_log = (tmp_path / "prometheus.log").open("w")
-    server = subprocess.Popen(
-        [BIN / "aiplatform", "serve", "--host", "127.0.0.1", "--port", str(api_port)],
-        env=env, stdout=api_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     scraper: subprocess.Popen[Any] | None = None
     try:
-        wait_until(lambda: _get_ok(f"{api}/readyz"), WAIT_S, "the API serving /readyz")
         for _ in range(3):
             response = httpx.post(
-                f"{api}/v1/query",
+                f"{api.base}/v1/query",
                 json={"question": QUESTION},
-                headers={"Authorization": f"Bearer {key}"},
+                headers={"Authorization": f"Bearer {api.key}"},
                 timeout=WAIT_S,
             )
             assert response.status_code == 200, response.text
@@ -246,11 +223,11 @@ def test_a_real_prometheus_scrapes_the_api_and_evaluates_the_alerts(
             [
                 prometheus_bin, f"--config.file={config}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prometheus_port}",
+                f"--web.listen-address={prometheus.removeprefix('http://')}",
             ],
             stdout=prometheus_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_until(lambda: _get_ok(f"{prometheus}/-/ready"), WAIT_S, "Prometheus ready")
+        wait_until(lambda: responds(f"{prometheus}/-/ready"), WAIT_S, "Prometheus ready")
 
         served = 'sum(aiplatform_http_requests_total{endpoint="/v1/query",status="200"})'
 
@@ -276,14 +253,12 @@ def test_a_real_prometheus_scrapes_the_api_and_evaluates_the_alerts(
         for expr in dashboard_expressions(dashboard):  # each panel's query is valid PromQL
             _prometheus_query(prometheus, expr.replace("$__rate_interval", "1m"))
     except AssertionError as error:  # what the two servers logged tells why
+        prometheus_log.flush()
         tails = ""
-        for log in (api_log, prometheus_log):
-            log.flush()
-            tails += f"\n--- {log.name} ---\n" + Path(log.name).read_text()[-3000:]
+        for log in (api.log, Path(prometheus_log.name)):
+            tails += f"\n--- {log} ---\n" + log.read_text()[-3000:]
         raise AssertionError(f"{error}{tails}") from None
     finally:
         if scraper is not None:
             _stop(scraper)
-        _stop(server)
-        api_log.close()
         prometheus_log.close()

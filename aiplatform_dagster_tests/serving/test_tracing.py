@@ -3,9 +3,6 @@ pointed at a collector (here a local HTTP receiver that decodes the real OTLP pr
 exporter sends: no collector can run here) exports one trace per request: the request span
 with its request id, and the query's stages nested in it."""
 
-import os
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +12,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from aiplatform_dagster_tests.dagster_dev import BIN, free_port, wait_until
+from aiplatform_dagster_tests.serving.served import aiplatform_serve
 
 
 class Receiver:
@@ -59,37 +56,15 @@ def attributes(span) -> dict:
 def test_a_query_is_one_trace_with_its_request_id_and_stages(
     storage: Path, tmp_path: Path, receiver: Receiver
 ) -> None:
-    env = {
-        **os.environ,
-        "AIPLATFORM_STORAGE_DIR": str(storage),
-        "AIPLATFORM_SERVING_API_KEYS_FILE": str(tmp_path / "keys.yaml"),
-        "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        "HF_HUB_OFFLINE": "1",
-    }
-    created = subprocess.run(
-        [BIN / "aiplatform", "key", "create", "tracer", "--scope", "query"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    key = created.stdout.splitlines()[0]
-    port = free_port()
-    server = subprocess.Popen(
-        [BIN / "aiplatform", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _ready(f"{base}/readyz"), 120, "the API serving /readyz")
+    with aiplatform_serve(storage, tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url) as api:
         response = httpx.post(
-            f"{base}/v1/query",
+            f"{api.base}/v1/query",
             json={"question": "How long are vector index backups kept?"},
-            headers={"Authorization": f"Bearer {key}", "X-Request-ID": "trace-me-1"},
+            headers={"Authorization": f"Bearer {api.key}", "X-Request-ID": "trace-me-1"},
             timeout=60,
         )
         assert response.status_code == 200
-    finally:
-        server.send_signal(signal.SIGTERM)  # uvicorn shuts down; the batch is flushed
-        server.communicate(timeout=60)
+    # the shutdown flushed the batch of spans
 
     by_name = {span.name: span for span in receiver.spans}
     requests = {attributes(s).get("request.id"): s for s in receiver.spans}
@@ -102,10 +77,3 @@ def test_a_query_is_one_trace_with_its_request_id_and_stages(
     for stage in ("rag.route", "rag.retrieve", "rag.generate"):
         assert by_name[stage].trace_id == request.trace_id, stage
         assert by_name[stage].parent_span_id == query.span_id, stage
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
