@@ -67,9 +67,10 @@ class SmokeReport:
         return {**asdict(self), "passed": self.passed, "decision": self.decision}
 
 
-def routed_score(engine: QueryEngine, golden: Path = GOLDEN_DIR) -> tuple[float, float, int]:
-    """Routed nDCG@10 on the golden queries, its p95 latency in ms, and how many queries."""
-    queries, qrels = load_judged_queries(golden)
+def _routed_ndcg(
+    engine: QueryEngine, queries: dict[str, str], qrels: dict[str, dict[str, int]]
+) -> tuple[float, float, int]:
+    """Routed nDCG@10 on the judged queries, its p95 latency in ms, and how many queries."""
     rankers, _ = document_rankers(engine, [EvalMode.ROUTED], depth=10, options=engine.defaults)
     report = evaluate_modes(rankers, queries, qrels, [SCORE])[EvalMode.ROUTED.value]
     return report.metrics[SCORE], report.latency_ms["p95_ms"], report.queries
@@ -84,8 +85,9 @@ def smoke_evaluate(
 ) -> SmokeReport:
     """Ask a few golden questions end to end on ``candidate`` and compare its routed score with
     ``baseline`` (the live release; None for the first release)."""
-    score, p95_ms, count = routed_score(candidate, golden)
-    questions = list(load_judged_queries(golden)[0].values())[:ANSWERED_QUESTIONS]
+    queries, qrels = load_judged_queries(golden)
+    score, p95_ms, count = _routed_ndcg(candidate, queries, qrels)
+    questions = list(queries.values())[:ANSWERED_QUESTIONS]
     strict = replace(candidate.defaults, use_cache=False, degrade_on_llm_error=False)
     failures, unanswered = [], 0
     for question in questions:
@@ -110,6 +112,6 @@ def smoke_evaluate(
         unanswered=unanswered,
         failures=failures,
         baseline_release=baseline_release,
-        baseline_score=round(routed_score(baseline, golden)[0], 4) if baseline else None,
+        baseline_score=round(_routed_ndcg(baseline, queries, qrels)[0], 4) if baseline else None,
         max_drop=max_drop,
     )

@@ -311,9 +311,12 @@ def _pinned(model: str | None, version: str | None) -> str | None:
 
 
 def _version(model: str | None) -> str | None:
-    if model and model.startswith("models:/") and "@" not in model:
-        return model.rsplit("/", 1)[1]
-    return None
+    """The version a pinned registry URI names (None: not a registry model)."""
+    if not (model and model.startswith("models:/")):
+        return None
+    from aiplatform_dagster.mlops.serving import parse_model_uri
+
+    return parse_model_uri(model).version
 
 
 def _first_line(error: Exception) -> str:
