@@ -40,6 +40,11 @@ def llm() -> Iterator[FakeOpenAIServer]:
         yield server
 
 
+def query_key(settings: Settings) -> str:
+    """A key with the query scope, created before the API starts (it loads the key file)."""
+    return create_key(settings.paths.storage_dir / "serving" / "api_keys.yaml", "m", [Scope.QUERY])
+
+
 def settings_with_llm(storage: Path, llm: FakeOpenAIServer, **extra: str) -> Settings:
     """The test's copy of the published storage, with a release that pins the model."""
     settings = load_settings(
@@ -62,7 +67,7 @@ def test_metrics_count_requests_stages_tokens_cost_cache_and_errors(
     storage: Path, llm: FakeOpenAIServer
 ) -> None:
     settings = settings_with_llm(storage, llm)
-    key = create_key(settings.paths.storage_dir / "serving" / "api_keys.yaml", "m", [Scope.QUERY])
+    key = query_key(settings)
     with TestClient(create_app(settings)) as client:
         headers = {"Authorization": f"Bearer {key}"}
         first = client.post("/v1/query", json={"question": QUESTION}, headers=headers).json()
@@ -105,7 +110,7 @@ def test_metrics_count_requests_stages_tokens_cost_cache_and_errors(
 
 def test_month_to_date_spend_survives_a_restart(storage: Path, llm: FakeOpenAIServer) -> None:
     settings = settings_with_llm(storage, llm)
-    key = create_key(settings.paths.storage_dir / "serving" / "api_keys.yaml", "m", [Scope.QUERY])
+    key = query_key(settings)
     costs = []
     for question in (QUESTION, "Who is paged first?"):
         with TestClient(create_app(settings)) as client:  # a new process each time, in effect
@@ -121,7 +126,7 @@ def test_an_llm_that_is_down_still_answers_and_is_counted(
     storage: Path, llm: FakeOpenAIServer
 ) -> None:
     settings = settings_with_llm(storage, llm)
-    key = create_key(settings.paths.storage_dir / "serving" / "api_keys.yaml", "m", [Scope.QUERY])
+    key = query_key(settings)
     with TestClient(create_app(settings)) as client:
         llm.fail_next(5, status=503)
         response = client.post(
@@ -142,7 +147,7 @@ def test_a_redis_that_is_down_bypasses_the_cache_and_is_counted(
     """The cache and the spend ledger on a Redis nobody listens on: answers still come."""
     down = "redis://127.0.0.1:1/0"
     settings = settings_with_llm(storage, llm, AIPLATFORM_REDIS_URL=down)
-    key = create_key(settings.paths.storage_dir / "serving" / "api_keys.yaml", "m", [Scope.QUERY])
+    key = query_key(settings)
     with TestClient(create_app(settings)) as client:
         response = client.post(
             "/v1/query", json={"question": QUESTION}, headers={"Authorization": f"Bearer {key}"}
