@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiplatform_dagster.config import Settings
-from aiplatform_dagster.rag.query.engine import LLM_FAILED_NOTE, Answer, AnswerKind
+from aiplatform_dagster.rag.query.engine import Answer, AnswerKind
 
 logger = logging.getLogger(__name__)
 CRITICAL_RATING = 2
@@ -83,7 +83,7 @@ def review_reason(answer: Answer) -> str | None:
     """Why an answer needs a human look, or None."""
     if answer.kind is AnswerKind.NO_SOURCES:
         return "low confidence: no indexed source matched"
-    if any(note.startswith(LLM_FAILED_NOTE) for note in answer.notes):
+    if answer.llm_failed:
         return "low confidence: the LLM failed, the answer is extractive"
     if answer.flagged:
         return "low confidence: the answer cites no source"

@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 
 from aiplatform_dagster.rag.query.engine import (
     CACHE_SKIPPED_NOTE,
-    LLM_FAILED_NOTE,
     Answer,
     AnswerKind,
 )
@@ -93,7 +92,7 @@ class ServingMetrics:
             self.cache.labels("hit").inc()
         elif answer.kind is AnswerKind.GENERATED and "cache" in answer.timings_ms:
             self.cache.labels("miss").inc()
-        if any(note.startswith(LLM_FAILED_NOTE) for note in answer.notes):
+        if answer.llm_failed:
             self.errors.labels("llm_unavailable").inc()
 
     def observe_agent(self, spend: dict[str, float]) -> None:

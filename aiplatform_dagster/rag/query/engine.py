@@ -112,6 +112,11 @@ class Answer:
     total_ms: float
     notes: list[str]
 
+    @property
+    def llm_failed(self) -> bool:
+        """The model failed, so this is the extractive fallback (its note says why)."""
+        return any(note.startswith(LLM_FAILED_NOTE) for note in self.notes)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = self.kind.value
