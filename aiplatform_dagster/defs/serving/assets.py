@@ -7,7 +7,7 @@ only when the live release flips; a candidate that fails its smoke test fails th
 """
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -16,6 +16,9 @@ from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.defs.training.registry import model_registry
+
+if TYPE_CHECKING:  # the domain modules load in the steps that use them
+    from aiplatform_dagster.serving.release import Flip, ServingManifest
 
 GROUP = "serving"
 OWNERS = ["team:ml-platform"]
@@ -63,18 +66,14 @@ def serving_release(
         raise dg.Failure(
             f"serving release {publication.manifest.release_id} was not published: "
             f"{publication.decision}. The live release keeps serving.",
-            metadata=release_metadata(publication.manifest.model_dump(mode="json")),
+            metadata=release_metadata(publication.manifest),
         )
-    yield dg.MaterializeResult(
-        metadata={
-            **release_metadata(publication.manifest.model_dump(mode="json")),
-            **flip_metadata(publication.flip.model_dump(mode="json")),
-        }
-    )
+    yield dg.MaterializeResult(metadata=flip_metadata(publication.manifest, publication.flip))
 
 
-def release_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+def release_metadata(release: "ServingManifest") -> dict[str, Any]:
     """What a data scientist reads on the asset page: the pins and the smoke test."""
+    manifest = release.model_dump(mode="json")
     smoke = manifest["smoke"]
     metadata: dict[str, Any] = {
         "release_id": manifest["release_id"],
@@ -98,11 +97,13 @@ def release_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def flip_metadata(flip: dict[str, Any]) -> dict[str, Any]:
+def flip_metadata(release: "ServingManifest", flip: "Flip") -> dict[str, Any]:
+    """A flip's materialisation: the release it made live, and who flipped it, when and why."""
     return {
-        "flip": flip["flip"],
-        "kind": flip["kind"],
-        "previous_release": flip["previous"] or "none",
-        "flipped_by": flip["by"],
-        "reason": flip["reason"],
+        **release_metadata(release),
+        "flip": flip.flip,
+        "kind": flip.kind,
+        "previous_release": flip.previous or "none",
+        "flipped_by": flip.by,
+        "reason": flip.reason,
     }

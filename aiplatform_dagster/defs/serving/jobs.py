@@ -8,7 +8,6 @@ from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.defs.serving.assets import (
     DAGSTER_RUN,
     flip_metadata,
-    release_metadata,
     serving_release,
 )
 from aiplatform_dagster.errors import PlatformError
@@ -42,10 +41,7 @@ def rollback_serving_release_op(
         dg.AssetMaterialization(
             asset_key=serving_release.key,
             description=f"rolled back to {flip.release}: {config.reason}",
-            metadata={
-                **release_metadata(manifest.model_dump(mode="json")),
-                **flip_metadata(flip.model_dump(mode="json")),
-            },
+            metadata=flip_metadata(manifest, flip),
         )
     )
 

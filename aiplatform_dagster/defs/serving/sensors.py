@@ -8,7 +8,6 @@ from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.defs.serving.assets import (
     DAGSTER_RUN,
     flip_metadata,
-    release_metadata,
     serving_release,
 )
 from aiplatform_dagster.errors import PlatformError
@@ -44,10 +43,7 @@ def serving_flips_sensor(
             dg.AssetMaterialization(
                 asset_key=serving_release.key,
                 description=f"{flip.kind} to {flip.release} by {flip.by}: {flip.reason}",
-                metadata={
-                    **release_metadata(releases.open(flip.release).model_dump(mode="json")),
-                    **flip_metadata(flip.model_dump(mode="json")),
-                },
+                metadata=flip_metadata(releases.open(flip.release), flip),
             )
             for flip in outside
         ]
