@@ -96,7 +96,20 @@ class VectorSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_VECTOR_"
     backend: Literal["embedded", "weaviate"] = Field(
         default="embedded",
-        description="Exact index in the release's segments, or a Weaviate server.",
+        description="Index in the release's segments (embedded), or a Weaviate server.",
+    )
+    approximate_min_rows: int = Field(
+        default=500_000,
+        gt=0,
+        description="Embedded backend: segments with at least this many rows get an IVF index "
+        "(faiss, 8-bit codes, exact re-scoring) instead of the exact scan.",
+    )
+    approximate_recall: float = Field(
+        default=0.95,
+        gt=0,
+        le=1,
+        description="Recall@10 against exact search an IVF index must measure when its segment "
+        "is written; below it the segment keeps the exact scan.",
     )
 
 

@@ -12,13 +12,14 @@ from aiplatform_dagster.benchmarks.release_bench import (
     beir_sample,
     bench_incremental,
     bench_switch_and_open,
+    kept_repository,
 )
 from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
 PARTS = [
-    "ingestion", "bm25", "vector", "releases", "incremental", "router", "reranker", "embedder",
-    "agents", "serving",
+    "ingestion", "bm25", "vector", "releases", "approximate", "incremental", "router", "reranker",
+    "embedder", "agents", "serving",
 ]  # fmt: skip
 
 
@@ -99,19 +100,15 @@ def main() -> None:
         from aiplatform_dagster.benchmarks.serving_bench import bench_serving
 
         print_serving(bench_serving(args.clients))
-    if ("releases" in parts or "incremental" in parts) and not has_corpus:
+    if {"releases", "approximate", "incremental"} & set(parts) and not has_corpus:
         print(f"(d-f) releases: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
         return
     from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
 
     embedder = SentenceTransformerEmbedder()
     if "releases" in parts:
-        from aiplatform_dagster.config import load_settings
-        from aiplatform_dagster.rag.index.releases import IndexRepository
-
-        kept = load_settings().paths.storage_dir / "benchmarks" / f"{args.dataset.name}-releases"
         documents = beir_sample(args.dataset, args.open_docs)
-        r = bench_switch_and_open(IndexRepository(kept), documents, embedder)
+        r = bench_switch_and_open(kept_repository(args.dataset), documents, embedder)
         print(
             f"(d) switch the current release: p50 {r['switch_p50_ms']:.2f} ms, "
             f"{r['switch_vs_open']:.3f}x the time to open the release it names"
@@ -120,6 +117,29 @@ def main() -> None:
             f"(e) open a release of {r['chunks']:,} chunks: p50 {r['open_p50_ms']:.0f} ms, "
             f"{r['open_vs_bm25_build']:.2f}x building its BM25 from the texts "
             f"({r['bm25_build_from_text_ms']:.0f} ms)"
+        )
+    if "approximate" in parts:
+        from aiplatform_dagster.benchmarks.vector_bench import (
+            bench_approximate_search,
+            real_embeddings,
+        )
+
+        seeds, questions, queries = real_embeddings(args.dataset, args.open_docs, embedder)
+        r = bench_approximate_search(seeds, questions, queries, args.vectors)
+        ivf = (
+            f"IVF nprobe {r['nprobe']}/{r['nlist']} (tuned on {len(questions)} train questions: "
+            f"recall@10 {r['build_recall']:.3f}; built in {r['ivf_build_s']:.0f} s, exact "
+            f"{r['exact_build_s']:.0f} s)"
+            if r["used"]
+            else "IVF refused: the exact scan was kept"
+        )
+        print(
+            f"(c2) vector top-10 over {r['n']:,} x {r['dim']} drawn around SciFact's "
+            f"{len(seeds):,} chunk vectors, {r['queries']} real test questions: {ivf}: p50 "
+            f"{r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms vs exact p95 {r['exact_p95_ms']:.1f} "
+            f"ms ({r['speedup_p95']:.0f}x), recall@10 vs exact {r['recall_at_k_vs_exact']:.3f} "
+            f"(goal p95 <= 10 ms at recall >= 0.95: "
+            f"{verdict(r['p95_ms'] <= 10 and r['recall_at_k_vs_exact'] >= 0.95)})"
         )
     if "incremental" in parts:
         r = bench_incremental(beir_sample(args.dataset, args.docs), embedder, args.changed_share)

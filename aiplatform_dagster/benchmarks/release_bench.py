@@ -23,6 +23,15 @@ from aiplatform_dagster.rag.ingest.documents import Document
 from aiplatform_dagster.rag.ingest.pipeline import ingest
 
 
+def kept_repository(dataset: Path) -> IndexRepository:
+    """The releases of ``dataset`` kept between benchmark runs, so only the first embeds it."""
+    from aiplatform_dagster.config import load_settings
+
+    return IndexRepository(
+        load_settings().paths.storage_dir / "benchmarks" / f"{dataset.name}-releases"
+    )
+
+
 def release_bytes(release: Release, shared: set[str]) -> int:
     """Bytes of the release folder and of its segments that ``shared`` does not already hold."""
     folders = [release.folder] + [

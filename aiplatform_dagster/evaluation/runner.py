@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiplatform_dagster.config import Settings
 from aiplatform_dagster.evaluation.beir import load_beir, load_judged_queries
 from aiplatform_dagster.evaluation.metrics import DEFAULT_METRICS
 from aiplatform_dagster.evaluation.retrieval_benchmark import (
@@ -29,6 +30,16 @@ from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
 
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+
+
+def judged_questions_dir(settings: Settings) -> Path:
+    """The judged questions serving releases are smoke-tested on, and IVF indexes tuned on."""
+    return settings.serving.smoke_queries or GOLDEN_DIR
+
+
+def judged_questions(settings: Settings) -> list[str]:
+    return list(load_judged_queries(judged_questions_dir(settings))[0].values())
+
 
 EngineFactory = Callable[[Release | None], QueryEngine]
 """Builds the query engine: over the platform's current release (None) or over a benchmark's."""

@@ -17,6 +17,7 @@ from aiplatform_dagster.models.embedders import (
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.models.llm import LLMSettings
 from aiplatform_dagster.monitoring.recorder import QueryRecorder, start_recorder
+from aiplatform_dagster.rag.index.approximate import ApproximatePolicy
 from aiplatform_dagster.rag.index.releases import (
     CURRENT,
     IndexRepository,
@@ -74,7 +75,12 @@ def current_embedder(settings: Settings) -> Embedder:
 def open_repository(settings: Settings) -> IndexRepository:
     """The platform's releases, under the storage folder."""
     return IndexRepository(
-        settings.paths.storage_dir / "ingestion", lock_timeout_s=settings.releases.lock_timeout_s
+        settings.paths.storage_dir / "ingestion",
+        lock_timeout_s=settings.releases.lock_timeout_s,
+        vector_policy=ApproximatePolicy(
+            min_rows=settings.vectors.approximate_min_rows,
+            target_recall=settings.vectors.approximate_recall,
+        ),
     )
 
 

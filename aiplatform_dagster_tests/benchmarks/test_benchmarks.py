@@ -8,12 +8,17 @@ benchmark runs for real (MiniLM and the Dagster job) on a five-document BEIR fol
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from aiplatform_dagster.benchmarks.bm25_bench import bench_bm25
 from aiplatform_dagster.benchmarks.ingestion_bench import bench_ingestion
 from aiplatform_dagster.benchmarks.release_bench import bench_incremental, bench_switch_and_open
-from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
+from aiplatform_dagster.benchmarks.vector_bench import (
+    bench_approximate_search,
+    bench_vector_search,
+    embedding_like_rows,
+)
 from aiplatform_dagster.evaluation.beir import BeirDoc, write_beir
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster_tests.stand_ins import HashEmbedder, documents_of
@@ -29,6 +34,17 @@ def test_vector_search_finds_the_exact_neighbours_at_a_small_size() -> None:
     assert result["speedup_vs_numpy"] == pytest.approx(
         result["numpy_baseline_p50_ms"] / result["p50_ms"]
     )
+
+
+def test_the_approximate_benchmark_tunes_on_questions_and_measures_on_others() -> None:
+    rng = np.random.default_rng(0)
+    seeds = rng.standard_normal((400, 32)).astype(np.float32)
+    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+    questions, queries = embedding_like_rows(rng, seeds, 100), embedding_like_rows(rng, seeds, 50)
+    result = bench_approximate_search(seeds, questions, queries, n=20_000)
+    assert result["used"] and result["build_recall"] >= 0.95
+    assert result["recall_at_k_vs_exact"] >= 0.9 and result["queries"] == 50
+    assert result["speedup_p95"] == pytest.approx(result["exact_p95_ms"] / result["p95_ms"])
 
 
 def test_bm25_benchmark_reports_both_sides() -> None:

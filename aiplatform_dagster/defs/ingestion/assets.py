@@ -16,6 +16,7 @@ from aiplatform_dagster.defs.compute import ComputePool, on_pool
 from aiplatform_dagster.defs.ingestion.builds import BUILD_ID, run_build
 from aiplatform_dagster.defs.metadata import histogram, markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
+from aiplatform_dagster.evaluation.runner import judged_questions
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.rag.index.build import (
     Build,
@@ -200,7 +201,8 @@ def chunk_embeddings(
     def report(done: int, total: int) -> None:
         context.log.info(f"Embedded {done}/{total} new chunks")
 
-    result = embed_build(build, embedder, identity, report)
+    questions = judged_questions(platform.settings())
+    result = embed_build(build, embedder, identity, report, questions)
     context.log.info(
         f"{result.computed} embedded, {result.copied} copied, {result.kept} kept "
         f"in {result.seconds:.1f}s"
@@ -293,6 +295,11 @@ def index_release(
             "corpus_hash": manifest["corpus_hash"],
             "vector_backend": backend.name,
             "segments": markdown_table(manifest["segments"]),
+            **(
+                {"vector_recall_at_10": recall}
+                if (recall := release.vector_recall()) is not None
+                else {}
+            ),
             "manifest": dg.MetadataValue.json(manifest),
             "path": dg.MetadataValue.path(str(release.folder)),
         }

@@ -54,6 +54,7 @@ _VECTORS = "vectors.npy"
 _TERMS = "terms.json"
 _COUNTS = "counts.npz"
 _RELEASE = "release.json"
+_QUESTIONS = "questions.npy"
 
 
 class BuildError(ReleaseError):
@@ -134,6 +135,11 @@ class Build:
     def new_vectors(self) -> np.ndarray:
         return np.load(self.path(_VECTORS, "chunk_embeddings"))
 
+    def questions(self) -> np.ndarray | None:
+        """The embedded questions an approximate index is tuned on; None when none were."""
+        path = self.folder / _QUESTIONS
+        return np.load(path) if path.exists() else None
+
     def release_id(self) -> str:
         """The release ``assemble_release`` wrote from this build."""
         path = self.path(_RELEASE, "index_release")
@@ -189,9 +195,17 @@ def plan_build(
 
 
 def embed_build(
-    build: Build, embedder: Embedder, identity: str, progress: Progress | None = None
+    build: Build,
+    embedder: Embedder,
+    identity: str,
+    progress: Progress | None = None,
+    questions: Sequence[str] = (),
 ) -> EmbeddingReport:
-    """Vectors for the new segment's rows: copied where the text is unchanged, else embedded."""
+    """Vectors for the new segment's rows: copied where the text is unchanged, else embedded.
+
+    When the release is large enough for an approximate index, ``questions`` (real questions,
+    e.g. the judged ones the serving smoke test asks) are embedded too: its recall is measured
+    on them."""
     plan = build.plan()
     if identity != plan.embedder_identity:
         raise BuildError(
@@ -211,6 +225,9 @@ def embed_build(
     if missing:
         vectors[missing] = embedder.encode([rows[i].indexed_text for i in missing], progress)
     write_atomically(build.folder / _VECTORS, lambda p: _write_with(p, np.save, vectors))
+    if questions and len(chunks) >= build.repository.vector_policy.min_rows:
+        embedded = embedder.encode(list(questions))
+        write_atomically(build.folder / _QUESTIONS, lambda p: _write_with(p, np.save, embedded))
     return EmbeddingReport(
         computed=len(missing),
         copied=len(plan.copied),
@@ -247,6 +264,7 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
             f"and {counts.shape[1]} term-count rows: run chunk_embeddings and bm25_index again"
         )
     base = repository.open(plan.base) if plan.base else None
+    questions = build.questions()
     parts: list[tuple[Segment, np.ndarray]] = []
     for segment in base.segments if base else []:
         rows = plan.kept.get(segment.segment_id, [])
@@ -255,11 +273,19 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
             mask[rows] = True
             parts.append((segment, mask))
     if new_chunks:
-        segment = write_segment(repository.segments_dir, new_chunks, vectors, terms, counts)
+        segment = write_segment(
+            repository.segments_dir,
+            new_chunks,
+            vectors,
+            terms,
+            counts,
+            repository.vector_policy,
+            questions,
+        )
         parts.append((segment, np.ones(segment.rows, dtype=bool)))
     compacted = _needs_compaction(parts)
     if compacted:
-        parts = [_compact(repository, parts)]
+        parts = [_compact(repository, parts, questions)]
     total = sum(int(mask.sum()) for _, mask in parts)
     if total != len(chunks):
         raise BuildError(f"build {build.build_id}: release would hold {total} of {len(chunks)}")
@@ -285,7 +311,10 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
             "segments": len(parts),
             "compacted": compacted,
         },
-        "segments": [{"id": s.segment_id, "rows": s.rows, "live": int(m.sum())} for s, m in parts],
+        "segments": [
+            {"id": s.segment_id, "rows": s.rows, "live": int(m.sum()), "search": s.search}
+            for s, m in parts
+        ],
         "provenance": provenance or {},
     }
     stripped = [_without_text(document) for document in documents]
@@ -330,7 +359,9 @@ def reembed_release(
     chunks = [segment.chunks[row] for segment, rows in live for row in rows]
     vectors = embedder.encode([chunk.indexed_text for chunk in chunks], progress)
     terms, counts = merge_term_counts(live)
-    segment = write_segment(repository.segments_dir, chunks, vectors, terms, counts)
+    segment = write_segment(
+        repository.segments_dir, chunks, vectors, terms, counts, repository.vector_policy
+    )
     counts_before = source.manifest["counts"]
     manifest = {
         **{key: source.manifest[key] for key in ("chunking", "bm25", "corpus_hash")},
@@ -353,7 +384,14 @@ def reembed_release(
             "segments": 1,
             "compacted": False,
         },
-        "segments": [{"id": segment.segment_id, "rows": segment.rows, "live": segment.rows}],
+        "segments": [
+            {
+                "id": segment.segment_id,
+                "rows": segment.rows,
+                "live": segment.rows,
+                "search": segment.search,
+            }
+        ],
         "provenance": provenance or {},
     }
     release = repository.write_release(
@@ -416,14 +454,24 @@ def _needs_compaction(parts: Sequence[tuple[Segment, np.ndarray]]) -> bool:
 
 
 def _compact(
-    repository: IndexRepository, parts: Sequence[tuple[Segment, np.ndarray]]
+    repository: IndexRepository,
+    parts: Sequence[tuple[Segment, np.ndarray]],
+    questions: np.ndarray | None,
 ) -> tuple[Segment, np.ndarray]:
     """One segment holding exactly the live rows: copies data, embeds nothing."""
     live = [(segment, np.flatnonzero(mask)) for segment, mask in parts]
     chunks = [segment.chunks[row] for segment, rows in live for row in rows]
     vectors = np.concatenate([np.asarray(segment.vectors.vectors[rows]) for segment, rows in live])
     terms, counts = merge_term_counts(live)
-    segment = write_segment(repository.segments_dir, chunks, vectors, terms, counts)
+    segment = write_segment(
+        repository.segments_dir,
+        chunks,
+        vectors,
+        terms,
+        counts,
+        repository.vector_policy,
+        questions,
+    )
     return segment, np.ones(segment.rows, dtype=bool)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.rag.index.approximate import DEFAULT_POLICY, ApproximatePolicy
 from aiplatform_dagster.rag.index.atomic import fsync, write_atomically
 from aiplatform_dagster.rag.index.bm25 import BM25Index
 from aiplatform_dagster.rag.index.lock import writer_lock
@@ -148,13 +149,22 @@ class Release:
 
     @cached_property
     def vectors(self) -> EmbeddedVectorIndex:
-        """Exact search over the live rows of the segments' vectors."""
+        """Search over the live rows of the segments' vectors (exact, or IVF per segment)."""
         return EmbeddedVectorIndex(
             [
                 LivePart(segment.vectors, None if live.all() else live)
                 for segment, live in zip(self.segments, self._live, strict=True)
             ]
         )
+
+    def vector_recall(self) -> float | None:
+        """The lowest recall@10 measured for a segment's IVF index; None when all are exact."""
+        measured = [
+            segment.meta["vectors"]["approximate"]["recall_at_10"]
+            for segment in self.segments
+            if segment.search != "exact"
+        ]
+        return min(measured) if measured else None
 
     def live_vectors(self) -> Iterator[tuple[list[str], np.ndarray]]:
         """(chunk ids, float32 vectors) per segment: what a server backend uploads."""
@@ -171,9 +181,15 @@ class Release:
 class IndexRepository:
     """The releases of one corpus, their shared segments and their named pointers."""
 
-    def __init__(self, root: Path, lock_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        lock_timeout_s: float = 600.0,
+        vector_policy: ApproximatePolicy = DEFAULT_POLICY,
+    ) -> None:
         self.root = Path(root)
         self.lock_timeout_s = lock_timeout_s
+        self.vector_policy = vector_policy
 
     @property
     def segments_dir(self) -> Path:

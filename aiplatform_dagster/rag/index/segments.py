@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.rag.index.approximate import DEFAULT_POLICY, ApproximatePolicy
 from aiplatform_dagster.rag.index.atomic import fsync
 from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION
 from aiplatform_dagster.rag.index.vector_store import (
@@ -105,8 +106,14 @@ def write_segment(
     vectors: np.ndarray,
     terms: Sequence[str],
     counts: sp.csr_matrix,
+    policy: ApproximatePolicy = DEFAULT_POLICY,
+    questions: np.ndarray | None = None,
 ) -> "Segment":
-    """Write a segment (or find the identical one already written) and return it opened."""
+    """Write a segment (or find the identical one already written) and return it opened.
+
+    ``policy`` decides whether its vectors get an approximate index, tuned on ``questions``
+    (see ``write_vector_part``); a segment already written with the same content keeps the
+    index it was written with."""
     if len(chunks) != len(vectors) or counts.shape[1] != len(chunks):
         raise ValueError(
             f"segment rows disagree: {len(chunks)} chunks, {len(vectors)} vectors, "
@@ -123,7 +130,9 @@ def write_segment(
     scratch.mkdir(parents=True)
     try:
         write_records(scratch / CHUNKS_FILE, chunks, Chunk)
-        vector_meta = write_vector_part(scratch, [c.chunk_id for c in chunks], vectors)
+        vector_meta = write_vector_part(
+            scratch, [c.chunk_id for c in chunks], vectors, policy, questions
+        )
         (scratch / TERMS_FILE).write_text(json.dumps(list(terms), ensure_ascii=False), "utf-8")
         sp.save_npz(scratch / COUNTS_FILE, sp.csr_matrix(counts), compressed=True)
         for path in scratch.iterdir():
@@ -210,6 +219,17 @@ class Segment:
     @property
     def rows(self) -> int:
         return int(self.meta["rows"])
+
+    @property
+    def search(self) -> str:
+        """How its vectors are searched: exactly, or by IVF with the recall measured at write."""
+        summary = self.meta["vectors"].get("approximate", {})
+        if not summary.get("used"):
+            return "exact"
+        return (
+            f"ivf nprobe {summary['nprobe']}/{summary['nlist']}, "
+            f"recall@10 {summary['recall_at_10']:.3f}"
+        )
 
     @property
     def analyzer(self) -> str:

@@ -1,4 +1,4 @@
-"""Exact cosine vector search: the interface every backend meets and the embedded default index.
+"""Cosine vector search: the interface every backend meets and the embedded default index.
 
 Why this method (2-core VM, 1M x 384 unit vectors, one query, p50 without neighbouring load):
 - numpy float32 ``matrix @ q`` + argpartition: 58-66 ms, memory-bound (1.5 GB read per query).
@@ -15,6 +15,10 @@ the k-th and 4k-th neighbour, so results match brute force and scores are exact 
 Shards are faiss files opened with IO_FLAG_MMAP_IFC (faiss >= 1.11): opening a 1M index takes
 60 ms, mostly ids.json, where rebuilding fp16 from float32 took 2-3.6 s; processes share the pages.
 
+Above ``ApproximatePolicy.min_rows`` a segment gets an IVF index instead of the scan shards
+(``rag/index/approximate.py``): its nprobe is tuned to a recall target when the segment is written,
+and its candidates are re-scored the same exact way.
+
 The vectors of an index release live in its segments (``rag/index/segments.py``): each segment
 folder holds ``vectors.npy`` (float32) and ``scan-NNNN.faiss`` for its rows, written once and never
 changed. ``EmbeddedVectorIndex`` searches the live rows of a release's segments; rows a later
@@ -23,20 +27,26 @@ release dropped are skipped by a mask, so a release that changes 1% of the chunk
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from aiplatform_dagster.rag.index import approximate
+from aiplatform_dagster.rag.index.approximate import (
+    DEFAULT_POLICY,
+    OVERSAMPLE,
+    ApproximatePolicy,
+    rescore,
+)
 from aiplatform_dagster.rag.index.hits import Hit
 
 VECTORS_FILE = "vectors.npy"
 DEFAULT_SHARD_ROWS = 131_072
-_OVERSAMPLE = 4  # fp16 candidates per shard, as a multiple of k, re-scored exactly in float32
 _NORM_TOLERANCE = 1e-3
 UNCHANGED_ATOL = 1e-6
 _CHUNK_ROWS = 65_536  # rows per pass over the input: keeps temporaries near 100 MB at dim 384
@@ -72,8 +82,10 @@ class Snapshot:
 
     ids: list[str]
     vectors: np.ndarray  # (count, dim) float32, memory-mapped
-    shards: list[tuple[int, Any]]  # (first row, faiss fp16 index)
+    shards: list[tuple[int, Any]]  # (first row, faiss fp16 index); empty with an IVF index
     dimension: int | None
+    approximate: Any | None = None  # faiss IVF index, searched with ``nprobe`` cells
+    nprobe: int = 0
 
     @property
     def count(self) -> int:
@@ -98,9 +110,14 @@ class LivePart:
     def count(self) -> int:
         return self.snapshot.count - self.dead
 
+    @cached_property
+    def live_bits(self) -> np.ndarray | None:
+        """The live mask as the little-endian bitmap faiss's ID selector reads."""
+        return None if self.live is None else np.packbits(self.live, bitorder="little")
+
 
 class EmbeddedVectorIndex:
-    """Exact cosine search over the segments of one release; the module docstring explains how.
+    """Cosine search over the segments of one release; the module docstring explains how.
 
     Immutable: a release never changes, so searches need no lock and a reader keeps its view
     for as long as it holds the object.
@@ -142,6 +159,12 @@ class EmbeddedVectorIndex:
 def _search_part(part: LivePart, unit: np.ndarray, k: int) -> list[list[Hit]]:
     """Each query's top-k live rows of one segment, exactly scored."""
     snapshot = part.snapshot
+    if snapshot.approximate is not None:
+        found = approximate.candidates(
+            snapshot.approximate, unit, OVERSAMPLE * k, snapshot.nprobe, part.live_bits
+        )
+        pairs = zip(found, unit, strict=True)
+        return [_hits(snapshot, rows[rows >= 0], query, k) for rows, query in pairs]
     wanted = min(k + part.dead, snapshot.count)
     candidates = np.concatenate(
         list(_pool().map(lambda shard: _scan(shard, unit, wanted), snapshot.shards)), axis=1
@@ -150,7 +173,7 @@ def _search_part(part: LivePart, unit: np.ndarray, k: int) -> list[list[Hit]]:
     for rows, query in zip(candidates, unit, strict=True):
         if part.live is not None:
             rows = rows[part.live[rows]]
-        hits.append(_rescore(snapshot, rows, query, k))
+        hits.append(_hits(snapshot, rows, query, k))
     return hits
 
 
@@ -163,16 +186,14 @@ def _pool() -> ThreadPoolExecutor:
 def _scan(shard: tuple[int, Any], queries: np.ndarray, k: int) -> np.ndarray:
     """Row numbers of the shard's fp16 top candidates for each query."""
     start, index = shard
-    _, labels = index.search(queries, min(_OVERSAMPLE * k, index.ntotal))
+    _, labels = index.search(queries, min(OVERSAMPLE * k, index.ntotal))
     return labels + start
 
 
-def _rescore(snapshot: Snapshot, rows: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
-    """Exact float32 cosine of the candidates; sorted rows read the memory map in order."""
-    rows = np.sort(rows)
-    scores = snapshot.vectors[rows] @ query
-    best = np.argsort(-scores, kind="stable")[:k]
-    return [Hit(snapshot.ids[rows[i]], float(scores[i])) for i in best]
+def _hits(snapshot: Snapshot, rows: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
+    """The candidates' top k by exact float32 cosine."""
+    best, scores = rescore(snapshot.vectors, rows, query, k)
+    return [Hit(snapshot.ids[row], float(score)) for row, score in zip(best, scores, strict=True)]
 
 
 def single_query(query: np.ndarray) -> np.ndarray:
@@ -254,9 +275,17 @@ def _checked_chunk(ids: list[str], vectors: np.ndarray, start: int) -> np.ndarra
 
 
 def write_vector_part(
-    folder: Path, ids: list[str], vectors: np.ndarray, shard_rows: int = DEFAULT_SHARD_ROWS
+    folder: Path,
+    ids: list[str],
+    vectors: np.ndarray,
+    policy: ApproximatePolicy = DEFAULT_POLICY,
+    questions: np.ndarray | None = None,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Validate and write float32 vectors and fp16 scan shards; return what ``open`` needs."""
+    """Validate and write float32 vectors, then the IVF index a large segment proves good enough
+    (on ``questions``, embedded by the same model, when given), or else the fp16 scan shards;
+    return what ``open`` needs."""
     import faiss
 
     vectors = validate_vectors(ids, vectors)
@@ -267,6 +296,13 @@ def write_vector_part(
         chunk = _checked_chunk(ids, vectors, start)
         matrix[start : start + len(chunk)] = chunk
     matrix.flush()
+    meta: dict[str, Any] = {"dimension": int(vectors.shape[1])}
+    if len(ids) >= policy.min_rows:
+        built = approximate.build(matrix, policy, questions, log)
+        meta["approximate"] = built.summary
+        if built.index is not None:
+            faiss.write_index(built.index, str(folder / approximate.APPROXIMATE_FILE))
+            return {**meta, "shards": [], "scan": built.summary["kind"]}
     shards = []
     for number, start in enumerate(range(0, len(ids), shard_rows)):
         scan = faiss.IndexScalarQuantizer(
@@ -277,13 +313,17 @@ def write_vector_part(
         faiss.write_index(scan, str(folder / name))
         shards.append((start, name))
     del matrix
-    return {"dimension": int(vectors.shape[1]), "shards": shards, "scan": "faiss-sq-fp16"}
+    return {**meta, "shards": shards, "scan": "faiss-sq-fp16"}
 
 
 def open_vector_part(folder: Path, ids: list[str], meta: dict[str, Any]) -> Snapshot:
     """Memory-map one segment's vectors (the caller has checked the files' sizes)."""
     import faiss
 
+    summary = meta.get("approximate", {})
+    ivf = None
+    if summary.get("used"):
+        ivf = faiss.read_index(str(folder / approximate.APPROXIMATE_FILE), faiss.IO_FLAG_MMAP_IFC)
     return Snapshot(
         ids=ids,
         vectors=np.load(folder / VECTORS_FILE, mmap_mode="r"),
@@ -292,4 +332,6 @@ def open_vector_part(folder: Path, ids: list[str], meta: dict[str, Any]) -> Snap
             for start, name in meta["shards"]
         ],
         dimension=meta["dimension"],
+        approximate=ivf,
+        nprobe=summary.get("nprobe", 0),
     )

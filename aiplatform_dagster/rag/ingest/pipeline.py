@@ -56,8 +56,11 @@ def ingest(
     progress: Progress | None = None,
     reuse: bool = True,
     retention: Retention | None = None,
+    questions: Sequence[str] = (),
 ) -> IngestionSummary:
-    """Every step of one build, then publish it as ``current``; the build folder is removed."""
+    """Every step of one build, then publish it as ``current``; the build folder is removed.
+
+    ``questions`` tune an approximate vector index, if the release is large enough for one."""
     config = config or ChunkingConfig()
     build = Build(repository, f"local-{uuid.uuid4().hex[:12]}")
     try:
@@ -65,7 +68,7 @@ def ingest(
         chunks = chunk_for(documents, embedder, config).chunks
         identity = embedder_identity(embedder)
         plan_build(build, chunks, identity, embedder.model_id, config, reuse)
-        report = embed_build(build, embedder, identity, progress)
+        report = embed_build(build, embedder, identity, progress, questions)
         count_build_terms(build)
         release = assemble_release(build)
         backend = backend or EmbeddedBackend()
