@@ -212,6 +212,18 @@ class QuerySettings(Section):
         default=None,
         description="Trained router, e.g. models:/query_router@champion (unset: the rules above).",
     )
+    int8_inference: bool = Field(
+        default=False,
+        description="Serving releases try ONNX int8 on CPU for the query encoder and the "
+        "reranker, and pin it only when the quantisation gate passes (other engines, the CLI "
+        "and evaluation run the float models).",
+    )
+    int8_max_ndcg_loss: float = Field(
+        default=0.005,
+        ge=0,
+        description="Largest routed nDCG@10 loss on the smoke queries, against the float "
+        "models, at which a serving release still pins the int8 path.",
+    )
     price_table: FilePath | None = Field(
         default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."
     )

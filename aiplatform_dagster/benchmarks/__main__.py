@@ -1,7 +1,7 @@
 """``make bench``: ingestion, BM25, vector search, index releases, the trained router, the
-trained reranker, the fine-tuned embedder, agent orchestration and the serving API under load,
-each against a baseline measured in the same process on the same data or calls. Numbers are for
-the machine it runs on; compare ratios."""
+trained reranker, the fine-tuned embedder, agent orchestration, the serving API under load and
+the int8 ONNX query models, each against a baseline measured in the same process on the same
+data or calls. Numbers are for the machine it runs on; compare ratios."""
 
 import argparse
 from pathlib import Path
@@ -19,7 +19,8 @@ from aiplatform_dagster.benchmarks.vector_bench import bench_vector_search
 DEFAULT_DATASET = Path("../shared/datasets/scifact")
 PARTS = [
     "ingestion", "bm25", "vector", "releases", "approximate", "incremental", "router", "reranker",
-    "embedder", "agents", "serving",
+    "embedder",
+    "agents", "serving", "onnx",
 ]  # fmt: skip
 
 
@@ -100,6 +101,10 @@ def main() -> None:
         from aiplatform_dagster.benchmarks.serving_bench import bench_serving
 
         print_serving(bench_serving(args.clients))
+    if "onnx" in parts:
+        from aiplatform_dagster.benchmarks.onnx_bench import bench_onnx
+
+        print_onnx(bench_onnx())
     if {"releases", "approximate", "incremental"} & set(parts) and not has_corpus:
         print(f"(d-f) releases: skipped, no BEIR corpus at {args.dataset} (pass --dataset)")
         return
@@ -223,6 +228,22 @@ def print_serving(r: dict) -> None:
         f"the cache saved {saved:.0%} of the LLM cost (${replay['cost_usd']:.4f} instead of "
         f"${replay['cost_without_cache_usd']:.4f}; the design claims 40%), {replay['errors']} "
         "errors"
+    )
+
+
+def print_onnx(r: dict) -> None:
+    single, batch, rerank, gate = r["single"], r["batch"], r["rerank"], r["gate"]
+    print(
+        f"(l) ONNX int8 vs PyTorch float32 on CPU, {r['queries']} golden queries: query encoder "
+        f"one query p50 {single['int8_ms']:.2f} vs {single['float_ms']:.2f} ms = "
+        f"{single['speedup']:.2f}x (goal >= 1.5x: {verdict(single['speedup'] >= 1.5)}), all "
+        f"{r['queries']} as one batch {batch['int8_ms']:.0f} vs {batch['float_ms']:.0f} ms = "
+        f"{batch['speedup']:.2f}x ({verdict(batch['speedup'] >= 1.5)}), cosine mean "
+        f"{r['cosine_mean']:.4f}, min {r['cosine_min']:.4f}; reranker ({r['reranker_steps']} "
+        f"training steps on the golden queries) top 10 p50 {rerank['int8_ms']:.0f} vs "
+        f"{rerank['float_ms']:.0f} ms = {rerank['speedup']:.2f}x "
+        f"({verdict(rerank['speedup'] >= 1.5)}), same top 3 on {r['same_top3']:.0%} of queries; "
+        f"gate: {gate.decision} (first int8 load {r['load_s']:.1f} s, an export when not cached)"
     )
 
 

@@ -67,7 +67,7 @@ class SmokeReport:
         return {**asdict(self), "passed": self.passed, "decision": self.decision}
 
 
-def _routed_ndcg(
+def routed_ndcg(
     engine: QueryEngine, queries: dict[str, str], qrels: dict[str, dict[str, int]]
 ) -> tuple[float, float, int]:
     """Routed nDCG@10 on the judged queries, its p95 latency in ms, and how many queries."""
@@ -86,7 +86,7 @@ def smoke_evaluate(
     """Ask a few golden questions end to end on ``candidate`` and compare its routed score with
     ``baseline`` (the live release; None for the first release)."""
     queries, qrels = load_judged_queries(golden)
-    score, p95_ms, count = _routed_ndcg(candidate, queries, qrels)
+    score, p95_ms, count = routed_ndcg(candidate, queries, qrels)
     questions = list(queries.values())[:ANSWERED_QUESTIONS]
     strict = replace(candidate.defaults, use_cache=False, degrade_on_llm_error=False)
     failures, unanswered = [], 0
@@ -112,6 +112,6 @@ def smoke_evaluate(
         unanswered=unanswered,
         failures=failures,
         baseline_release=baseline_release,
-        baseline_score=round(_routed_ndcg(baseline, queries, qrels)[0], 4) if baseline else None,
+        baseline_score=round(routed_ndcg(baseline, queries, qrels)[0], 4) if baseline else None,
         max_drop=max_drop,
     )

@@ -160,26 +160,39 @@ class SentenceTransformerEmbedder(_HuggingFaceTokenCounter):
         return int(self.model.max_seq_length) - 2
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        total = len(texts)
-        if total == 0:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        # Sort by length once for the whole input so every batch pads little, then encode
-        # in slices so progress is reported, and restore the caller's order at the end.
-        order = np.argsort([-len(text) for text in texts], kind="stable")
-        slice_size = self._batch_size * 8
-        vectors = np.empty((total, self.dimension), dtype=np.float32)
-        for start in range(0, total, slice_size):
-            rows = order[start : start + slice_size]
-            vectors[rows] = self.model.encode(
-                [texts[i] for i in rows],
+        return encode_by_length(
+            texts,
+            lambda batch: self.model.encode(
+                batch,
                 batch_size=self._batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
-            )
-            if progress:
-                progress(min(start + slice_size, total), total)
-        return l2_normalise(vectors)
+            ),
+            self._batch_size * 8,
+            self.dimension,
+            progress,
+        )
+
+
+def encode_by_length(
+    texts: Sequence[str],
+    encode_slice: Callable[[list[str]], np.ndarray],
+    slice_size: int,
+    dimension: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Unit-length rows of ``texts`` in the caller's order, encoded longest first: sorting by
+    length once for the whole input lets every batch pad little, and slices report progress."""
+    total = len(texts)
+    vectors = np.empty((total, dimension), dtype=np.float32)
+    order = np.argsort([-len(text) for text in texts], kind="stable")
+    for start in range(0, total, slice_size):
+        rows = order[start : start + slice_size]
+        vectors[rows] = encode_slice([texts[i] for i in rows])
+        if progress:
+            progress(min(start + slice_size, total), total)
+    return l2_normalise(vectors)
 
 
 class OpenAIEmbedder(_HuggingFaceTokenCounter):

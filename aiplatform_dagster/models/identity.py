@@ -19,8 +19,13 @@ def embedder_identity(embedder: Embedder) -> str:
     """``model_id`` plus, for a local model, the digest of its weights and configuration."""
     folder = getattr(embedder, "model_path", None)
     if folder and Path(folder).is_dir():
-        return f"{embedder.model_id}@sha256:{_folder_digest(str(Path(folder).resolve()))[:16]}"
+        return f"{embedder.model_id}@sha256:{folder_digest(folder)[:16]}"
     return f"{embedder.model_id}@dim{embedder.dimension}"
+
+
+def folder_digest(folder: str) -> str:
+    """SHA-256 of a model folder's weights and configuration (what its identity digests)."""
+    return _folder_digest(str(Path(folder).resolve()))
 
 
 def _folder_digest(folder: str) -> str:

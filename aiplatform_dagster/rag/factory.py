@@ -16,6 +16,13 @@ from aiplatform_dagster.models.embedders import (
 )
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.models.llm import LLMSettings
+from aiplatform_dagster.models.onnx_int8 import (
+    INT8,
+    TORCH,
+    Inference,
+    Int8QueryEmbedder,
+    Int8Reranker,
+)
 from aiplatform_dagster.monitoring.recorder import QueryRecorder, start_recorder
 from aiplatform_dagster.rag.index.approximate import ApproximatePolicy
 from aiplatform_dagster.rag.index.releases import (
@@ -36,10 +43,20 @@ from aiplatform_dagster.rag.query.router import Router, RoutingRules, RuleRouter
 REGISTRY_URI_PREFIX = "models:/"
 
 
-def build_embedder(settings: Settings, built_identity: str | None = None) -> Embedder:
+def build_embedder(
+    settings: Settings, built_identity: str | None = None, inference: Inference = TORCH
+) -> Embedder:
     """The configured embedder. Configured as a registry alias (models:/embedder@champion), the
     version whose vectors carry ``built_identity`` (the release being read or extended), or the
-    one the alias names when no version built it."""
+    one the alias names when no version built it. With ``inference`` "onnx-int8" (what a
+    serving release that passed the quantisation gate pins), its int8 twin encodes queries."""
+    embedder = _float_embedder(settings, built_identity)
+    if inference == INT8:
+        return Int8QueryEmbedder.of(embedder, int8_cache(settings), settings.embedding.batch_size)
+    return embedder
+
+
+def _float_embedder(settings: Settings, built_identity: str | None) -> Embedder:
     config = settings.embedding
     if config.provider == "openai":
         return OpenAIEmbedder(
@@ -164,18 +181,21 @@ def build_router(settings: Settings) -> Router:
     )
 
 
-def build_reranker(settings: Settings) -> Reranker | None:
+def build_reranker(settings: Settings, inference: Inference = TORCH) -> Reranker | None:
     """The configured cross-encoder, if any. A registry alias (models:/reranker@champion) is
     resolved through the platform's MLflow to the version it names now, downloaded once; until
-    the first training registers a version, there is none (search without reranking)."""
+    the first training registers a version, there is none (search without reranking). With
+    ``inference`` "onnx-int8", the int8 copy of its model scores the pairs."""
     model = settings.reranker.model
-    if not _in_registry(model):
-        return load_reranker(model, settings.reranker.device)
-    from aiplatform_dagster.mlops.serving import optional_model_folder
-    from aiplatform_dagster.mlops.tracking import mlflow_target
+    if _in_registry(model):
+        from aiplatform_dagster.mlops.serving import optional_model_folder
+        from aiplatform_dagster.mlops.tracking import mlflow_target
 
-    found = optional_model_folder(mlflow_target(settings), model, model_cache(settings))
-    return load_reranker(str(found[1]), settings.reranker.device) if found else None
+        found = optional_model_folder(mlflow_target(settings), model, model_cache(settings))
+        model = str(found[1]) if found else None
+    if inference == INT8 and model and model.strip():
+        return Int8Reranker(model.strip(), int8_cache(settings))
+    return load_reranker(model, settings.reranker.device)
 
 
 @dataclass(frozen=True)
@@ -208,6 +228,11 @@ def model_cache(settings: Settings) -> Path:
     return settings.paths.storage_dir / "models"
 
 
+def int8_cache(settings: Settings) -> Path:
+    """Where the int8 ONNX copies of the query models are kept, once per model digest."""
+    return model_cache(settings) / "onnx-int8"
+
+
 def build_query_engine(
     settings: Settings,
     release: Release | None = None,
@@ -217,16 +242,17 @@ def build_query_engine(
     router: Router | None = None,
     reranker: Reranker | None = None,
     registry_models: bool = True,
+    inference: Inference = TORCH,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
     Refuses a release whose vectors another embedder built: its scores would be meaningless.
     ``registry_models=False`` leaves out the trained router and reranker (the rules, no
     reranking): engines that only retrieve, for training and the gates, never depend on what
-    the registry serves.
+    the registry serves. ``inference`` is the path of the embedder and reranker built here.
     """
     release = release or open_repository(settings).open_pointer(CURRENT)
-    embedder = embedder or build_embedder(settings, release.embedder_identity)
+    embedder = embedder or build_embedder(settings, release.embedder_identity, inference)
     release.check_embedder(embedder_identity(embedder), embedder.model_id)
     backend = backend or build_vector_backend(settings)
     llm = llm_settings(settings)
@@ -236,7 +262,7 @@ def build_query_engine(
         embedder.count_tokens,
         router=router or (build_router(settings) if registry_models else rule_router(settings)),
         defaults=query_options(settings),
-        reranker=reranker or (build_reranker(settings) if registry_models else None),
+        reranker=reranker or (build_reranker(settings, inference) if registry_models else None),
         llm=llm.build_client() if llm.is_configured else None,
         llm_model=llm.model if llm.is_configured else None,
         cache=open_cache(
@@ -259,6 +285,8 @@ class Target:
     release_id: str
     versions: ModelVersions
     settings: Settings
+    inference: Inference = TORCH
+    """The query encoder's and reranker's inference path (a serving release pins it)."""
 
 
 Follow = Callable[[], Target]
@@ -305,12 +333,12 @@ class LiveQueryEngine:
         self._repository = open_repository(settings)
         target = self._follow()
         self._release = self._repository.open(target.release_id).load()
-        self._embedder = build_embedder(settings, self._release.embedder_identity)
+        self._embedder = build_embedder(settings, self._release.embedder_identity, target.inference)
         self._backend = build_vector_backend(settings)
         self._recorder = start_recorder(settings, lambda texts: self._embedder.encode(texts))
         self._lock = threading.Lock()
         self._router = build_router(target.settings)
-        self._reranker = build_reranker(target.settings)
+        self._reranker = build_reranker(target.settings, target.inference)
         engine = self._build(target, self._release, self._embedder, self._router, self._reranker)
         self._live = (target, engine)  # one attribute: a reader never sees half a swap
 
@@ -347,15 +375,19 @@ class LiveQueryEngine:
                 if new.release_id != old.release_id:
                     release = self._repository.open(new.release_id).load()
                 embedder = self._embedder
-                if release.embedder_identity != self._release.embedder_identity:
-                    embedder = build_embedder(new.settings, release.embedder_identity)
+                same_inference = new.inference == old.inference
+                same_embedder = release.embedder_identity == self._release.embedder_identity
+                if not (same_embedder and same_inference):
+                    embedder = build_embedder(
+                        new.settings, release.embedder_identity, new.inference
+                    )
                 router, reranker = self._router, self._reranker
                 same_query = new.settings.query == old.settings.query
                 if not (same_query and new.versions.router == old.versions.router):
                     router = build_router(new.settings)
-                same_reranker = new.settings.reranker == old.settings.reranker
+                same_reranker = new.settings.reranker == old.settings.reranker and same_inference
                 if not (same_reranker and new.versions.reranker == old.versions.reranker):
-                    reranker = build_reranker(new.settings)
+                    reranker = build_reranker(new.settings, new.inference)
                 self._live = (new, self._build(new, release, embedder, router, reranker))
                 self._release, self._embedder = release, embedder
                 self._router, self._reranker = router, reranker

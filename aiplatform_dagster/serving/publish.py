@@ -2,7 +2,9 @@
 live release, and flip the live pointer only if it passes.
 
 What the ``serving_release`` asset and ``aiplatform release publish`` both run. A candidate that
-pins exactly what the live release pins is not published again (no flip without a change).
+pins exactly what the live release pins is not published again (no flip without a change). With
+``AIPLATFORM_QUERY_INT8_INFERENCE`` on, the candidate first runs the quantisation gate and pins
+the int8 path only if it passes; otherwise it pins the float path and its manifest says why.
 """
 
 from collections.abc import Callable
@@ -10,8 +12,10 @@ from dataclasses import dataclass
 
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.evaluation.runner import GOLDEN_DIR
+from aiplatform_dagster.evaluation.quantization_gate import QuantizationReport, quantization_gate
+from aiplatform_dagster.evaluation.runner import judged_questions_dir
 from aiplatform_dagster.evaluation.smoke import SmokeReport, smoke_evaluate
+from aiplatform_dagster.models.onnx_int8 import INT8, TORCH
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.query.engine import QueryEngine
 from aiplatform_dagster.serving.release import (
@@ -25,6 +29,7 @@ from aiplatform_dagster.serving.release import (
 
 PINNED = (
     "index_release", "embedder", "router", "reranker", "prompt_version", "llm_model", "query",
+    "inference",
 )  # fmt: skip
 """The manifest fields that decide what is served; two releases equal on these are the same."""
 
@@ -52,12 +57,19 @@ def publish_serving_release(
     releases = open_serving_releases(settings)
     live = releases.live()
     draft = draft_manifest(settings, created_by)
+    wanted = INT8 if settings.query.int8_inference else TORCH
     live_manifest = _open_live(releases, live.release if live else None, log)
-    if live_manifest is not None and _same(draft, live_manifest):
+    if live_manifest is not None and _same(
+        draft.model_copy(update={"inference": wanted}), live_manifest
+    ):
         return Publication(live_manifest, None, None)
     log(f"candidate {draft.release_id}: index {draft.index_release}, router "
         f"{draft.router or 'rules'}, reranker {draft.reranker or 'none'}")  # fmt: skip
     candidate = engine_for(settings, draft, releases)
+    if wanted == INT8:
+        draft, candidate = _gate_int8(settings, draft, candidate, releases, log)
+        if live_manifest is not None and _same(draft, live_manifest):  # int8 refused again
+            return Publication(live_manifest, None, None)
     baseline = None
     if live_manifest is not None:
         try:
@@ -69,7 +81,7 @@ def publish_serving_release(
         baseline,
         live_manifest.release_id if baseline else None,
         settings.serving.smoke_max_ndcg_drop,
-        settings.serving.smoke_queries or GOLDEN_DIR,
+        judged_questions_dir(settings),
     )
     manifest = draft.model_copy(update={"smoke": report.as_dict()})
     releases.write(manifest)
@@ -85,7 +97,32 @@ def engine_for(
 ) -> QueryEngine:
     """The query engine a serving release pins, recording nothing to the query log."""
     release = releases.index.open(manifest.index_release).load()
-    return factory.build_query_engine(pinned_settings(settings, manifest), release)
+    return factory.build_query_engine(
+        pinned_settings(settings, manifest), release, inference=manifest.inference
+    )
+
+
+def _gate_int8(
+    settings: Settings,
+    draft: ServingManifest,
+    float_engine: QueryEngine,
+    releases: ServingReleases,
+    log: Callable[[str], None],
+) -> tuple[ServingManifest, QueryEngine]:
+    """The draft pinning the int8 path and its engine if the quantisation gate passes, else the
+    float ones; the manifest records the gate either way."""
+    int8 = draft.model_copy(update={"inference": INT8})
+    max_loss = settings.query.int8_max_ndcg_loss
+    try:
+        int8_engine = engine_for(settings, int8, releases)
+        report = quantization_gate(
+            float_engine, int8_engine, max_loss, judged_questions_dir(settings)
+        )
+    except Exception as error:  # any failure to export or run int8 keeps the float path
+        report = QuantizationReport(max_loss, error=f"{type(error).__name__}: {error}")
+    log(f"quantisation gate: {report.decision}")
+    chosen, engine = (int8, int8_engine) if report.passed else (draft, float_engine)
+    return chosen.model_copy(update={"inference_gate": report.as_dict()}), engine
 
 
 def _open_live(

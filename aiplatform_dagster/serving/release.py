@@ -2,7 +2,8 @@
 
 A serving release is an immutable manifest: the index release, the embedder that built its
 vectors, the router and reranker as registry *versions* (the aliases resolved when it was made),
-the prompt version and the query configuration. The ``live`` pointer names the release the API
+the prompt version, the query configuration and the inference path (float, or int8 once the
+quantisation gate passed). The ``live`` pointer names the release the API
 serves and the one it replaced (blue/green: both stay loadable); a flip is a compare-and-swap
 under a lock that holds across processes, and every flip is appended to ``flips.jsonl``.
 
@@ -22,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.onnx_int8 import TORCH, Inference
 from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.index.lock import writer_lock
 from aiplatform_dagster.rag.index.releases import IndexRepository, new_release_id
@@ -66,6 +68,11 @@ class ServingManifest(BaseModel):
     """The chat model (or Azure deployment) answers come from; None: extractive answers."""
     query: dict[str, Any]
     smoke: dict[str, Any]
+    inference: Inference = TORCH
+    """How the query encoder and reranker run: "onnx-int8" only when the quantisation gate
+    passed for this release (manifests from before the int8 path have none: "torch")."""
+    inference_gate: dict[str, Any] = Field(default_factory=dict)
+    """The quantisation gate's numbers and decision; empty when int8 was not asked for."""
 
 
 class Flip(BaseModel):
@@ -296,6 +303,7 @@ def follow_live(settings: Settings, releases: ServingReleases | None = None) -> 
             manifest.index_release,
             versions,
             pinned_settings(settings, manifest),
+            manifest.inference,
         )
 
     return target

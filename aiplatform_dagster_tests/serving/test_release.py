@@ -11,6 +11,9 @@ import pytest
 
 from aiplatform_dagster.cli import main
 from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, Settings, load_settings
+from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder
+from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.factory import LiveQueryEngine
 from aiplatform_dagster.rag.index.releases import IndexRepository, Retention
 from aiplatform_dagster.rag.ingest.documents import load_documents
@@ -62,6 +65,7 @@ def test_the_first_release_pins_what_is_configured_and_goes_live(settings: Setti
     assert manifest.index_release == releases.index.pointer("current")
     assert manifest.prompt_version == PROMPT_VERSION
     assert (manifest.router, manifest.reranker) == (None, None)  # rules, no reranking
+    assert (manifest.inference, manifest.inference_gate) == ("torch", {})  # int8 not asked for
     assert manifest.query["dense_weight"] == 0.7 and manifest.query["top_n"] == 3
     assert report.failures == [] and report.score > 0.5, report  # the golden set fits the sample
     assert manifest.smoke["passed"] is True
@@ -223,3 +227,64 @@ def test_the_release_commands(settings: Settings, embedder, monkeypatch, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "rollback" in lines[2] and "pager went off" in lines[2]
     assert f"by {cli_operator()}" in lines[2]
+
+
+INT8_ALLOWED = {"int8_inference": True, "int8_max_ndcg_loss": 0.03}
+"""One top-1 swap among the 40 golden queries costs about 0.009; the int8 MiniLM makes one."""
+
+
+def seed_int8(settings: Settings, cache: Path) -> None:
+    """The session's int8 files where the platform keeps them, so no test exports again."""
+    shutil.copytree(cache, factory.int8_cache(settings))
+
+
+def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follows(
+    settings: Settings, int8_cache: Path
+) -> None:
+    publish_serving_release(settings, "test")
+    live = LiveQueryEngine(settings, follow_live(settings))
+    assert type(live.engine.retriever.embedder) is SentenceTransformerEmbedder
+
+    seed_int8(settings, int8_cache)
+    with_int8 = settings.replace(query=INT8_ALLOWED)
+    publication = publish_serving_release(with_int8, "test")
+    manifest, gate = publication.manifest, publication.manifest.inference_gate
+    assert publication.flip is not None and manifest.inference == "onnx-int8", gate
+    assert gate["passed"] is True and gate["loss"] <= 0.03 and gate["cosine_min"] > 0.98
+    assert open_serving_releases(settings).open(manifest.release_id).inference == "onnx-int8"
+    assert live.refresh().moved
+    assert type(live.engine.retriever.embedder) is Int8QueryEmbedder
+    assert live.engine.ask("What does error AIP-4031 mean?").citations
+    assert publish_serving_release(with_int8, "test").flip is None  # nothing changed
+
+    back = publish_serving_release(settings, "test")  # int8 no longer asked for
+    assert back.flip is not None and back.manifest.inference == "torch"
+    assert live.refresh().moved
+    assert type(live.engine.retriever.embedder) is SentenceTransformerEmbedder
+
+
+def test_a_failed_quantisation_gate_publishes_the_float_path_and_says_why(
+    settings: Settings, broken_int8_cache: Path
+) -> None:
+    seed_int8(settings, broken_int8_cache)
+    with_int8 = settings.replace(query=INT8_ALLOWED)
+    publication = publish_serving_release(with_int8, "test")
+    manifest, gate = publication.manifest, publication.manifest.inference_gate
+    assert publication.flip is not None  # a failed gate is not a refusal
+    assert manifest.inference == "torch" and gate["passed"] is False and gate["loss"] > 0.03
+    assert gate["decision"].startswith("float models kept: routed ndcg@10")
+    again = publish_serving_release(with_int8, "test")  # the gate refuses again: no new release
+    assert again.flip is None and again.manifest.release_id == manifest.release_id
+
+
+def test_a_manifest_written_before_the_int8_path_reads_as_the_float_path(
+    settings: Settings,
+) -> None:
+    manifest = publish_serving_release(settings, "test").manifest
+    path = settings.paths.storage_dir / "serving" / "releases" / f"{manifest.release_id}.json"
+    older = json.loads(path.read_text())
+    del older["inference"], older["inference_gate"]
+    path.write_text(json.dumps(older))
+    read = open_serving_releases(settings).open(manifest.release_id)
+    assert (read.inference, read.inference_gate) == ("torch", {})
+    assert publish_serving_release(settings, "test").flip is None  # it pins the same as now

@@ -84,8 +84,11 @@ def release_metadata(release: "ServingManifest") -> dict[str, Any]:
         "prompt_version": manifest["prompt_version"],
         "llm_model": manifest["llm_model"] or "none (extractive answers)",
         "query": markdown_table([manifest["query"]]),
+        "inference": manifest["inference"],
         "manifest": dg.MetadataValue.json(manifest),
     }
+    if manifest["inference_gate"]:
+        metadata["int8_gate"] = manifest["inference_gate"]["decision"]
     if smoke:
         metadata |= {
             "smoke_decision": smoke["decision"],

@@ -161,6 +161,15 @@ class CrossEncoderReranker:
             ) from exc
         return model, interpolation
 
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
+        """The cross-encoder's score of each (query, passage) pair, before any blend."""
+        return self.model.predict(
+            list(pairs),
+            batch_size=self._batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+
     def rerank(
         self, query: str, candidates: Sequence[RetrievedChunk], top_n: int
     ) -> list[RetrievedChunk]:
@@ -171,10 +180,9 @@ class CrossEncoderReranker:
         if not candidates:
             return []
         pairs = [(query, candidate.chunk.indexed_text) for candidate in candidates]
-        scores = self.model.predict(
-            pairs, batch_size=self._batch_size, show_progress_bar=False, convert_to_numpy=True
+        final = self.interpolation.blend(
+            [candidate.score for candidate in candidates], self.scores(pairs)
         )
-        final = self.interpolation.blend([candidate.score for candidate in candidates], scores)
         rescored = [
             RetrievedChunk(candidate.chunk, score)
             for candidate, score in zip(candidates, final, strict=True)

@@ -92,6 +92,11 @@ class Retriever:
             release.embedder_identity,
         )
 
+    @property
+    def embedder(self) -> Embedder:
+        """What encodes the queries (the index's vectors came from the model it identifies)."""
+        return self._embedder
+
     def keyword_hits(self, query: str, k: int) -> list[Hit]:
         return self._bm25.search(query, k)
 

@@ -1,0 +1,134 @@
+"""(l) ONNX int8 inference on CPU against the PyTorch float32 models, in the same process.
+
+The query encoder is the packaged MiniLM: single queries (as serving encodes them) and one batch
+of all the golden queries, plus the cosine between float and int8 vectors. The reranker is a
+small cross-encoder trained here on the golden queries' hybrid candidates over the sample corpus
+(none can be downloaded), reranking each query's top 10 as the query path does. The gate's
+routed nDCG@10 loss on the golden set is reported with them, since it decides whether a serving
+release may use the int8 path.
+"""
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, load_settings
+from aiplatform_dagster.evaluation.beir import load_judged_queries
+from aiplatform_dagster.evaluation.latency import percentiles
+from aiplatform_dagster.evaluation.quantization_gate import quantization_gate
+from aiplatform_dagster.evaluation.runner import GOLDEN_DIR
+from aiplatform_dagster.mlops.reranker_training import (
+    RerankerBudget,
+    RerankerRecipe,
+    candidate_lists,
+    train_reranker,
+)
+from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder, Int8Reranker
+from aiplatform_dagster.rag import factory
+from aiplatform_dagster.rag.index.releases import IndexRepository
+from aiplatform_dagster.rag.ingest.documents import load_documents
+from aiplatform_dagster.rag.ingest.pipeline import ingest
+from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker
+from aiplatform_dagster.rag.query.retriever import SearchMode
+
+TOP = 10
+REPEATS = 5
+"""Timed passes over the queries; each query's fastest pass counts, against noise."""
+
+
+def bench_onnx(reranker_steps: int = 6) -> dict[str, Any]:
+    settings = load_settings()
+    cache = factory.int8_cache(settings)
+    queries, qrels = load_judged_queries(GOLDEN_DIR)
+    texts = list(queries.values())
+    float_embedder = SentenceTransformerEmbedder()
+    int8_embedder = Int8QueryEmbedder.of(float_embedder, cache)
+    started = time.perf_counter()
+    int8_embedder.encode(texts[:1])
+    load_s = time.perf_counter() - started  # exports once per model digest, then only loads
+    float_embedder.encode(texts[:1])
+
+    single = _ratio(lambda text: float_embedder.encode([text]), int8_embedder.encode, texts)
+    batch = _ratio(
+        lambda _: float_embedder.encode(texts), lambda _: int8_embedder.encode(texts), ["all"]
+    )
+    cosines = np.sum(float_embedder.encode(texts) * int8_embedder.encode(texts), axis=1)
+
+    with tempfile.TemporaryDirectory(prefix="onnx-bench-") as scratch:
+        repository = IndexRepository(Path(scratch) / "ingestion")
+        ingest(repository, load_documents(SAMPLE_CORPUS_DIR)[0], float_embedder)
+        release = repository.open_pointer()
+        engine = factory.build_query_engine(
+            settings, release, float_embedder, registry_models=False
+        )
+        folder = Path(scratch) / "reranker"
+        lists = candidate_lists(engine, queries, qrels, 30)
+        budget = RerankerBudget(max_steps=reranker_steps)
+        train_reranker(lists, folder, budget, RerankerRecipe(interpolate=False), device="cpu")
+        float_reranker = CrossEncoderReranker(str(folder))
+        int8_reranker = Int8Reranker(str(folder), Path(scratch) / "onnx-int8")
+        candidates = {q: engine.retriever.search(q, SearchMode.HYBRID, TOP) for q in texts}
+        float_reranker.rerank(texts[0], candidates[texts[0]], TOP)  # loads the float weights
+        int8_reranker.rerank(texts[0], candidates[texts[0]], TOP)  # exports, then loads
+        rerank = _ratio(
+            lambda q: float_reranker.rerank(q, candidates[q], TOP),
+            lambda q: int8_reranker.rerank(q, candidates[q], TOP),
+            texts,
+        )
+        same_top3 = np.mean(
+            [
+                _ids(float_reranker.rerank(q, candidates[q], 3))
+                == _ids(int8_reranker.rerank(q, candidates[q], 3))
+                for q in texts
+            ]
+        )
+        gate = quantization_gate(
+            factory.build_query_engine(
+                settings, release, float_embedder, registry_models=False, reranker=float_reranker
+            ),
+            factory.build_query_engine(
+                settings, release, int8_embedder, registry_models=False, reranker=int8_reranker
+            ),
+            settings.query.int8_max_ndcg_loss,
+        )
+    return {
+        "queries": len(texts),
+        "load_s": load_s,
+        "single": single,
+        "batch": batch,
+        "cosine_mean": float(cosines.mean()),
+        "cosine_min": float(cosines.min()),
+        "rerank": rerank,
+        "same_top3": float(same_top3),
+        "reranker_steps": reranker_steps,
+        "gate": gate,
+    }
+
+
+def _ids(reranked: list) -> list[str]:
+    return [candidate.chunk.chunk_id for candidate in reranked]
+
+
+def _ratio(
+    baseline: Callable[[str], object], int8: Callable[[str], object], items: list[str]
+) -> dict[str, float]:
+    """p50 milliseconds per item of each (each item's fastest of REPEATS, the two alternating so
+    both see the same machine), and their ratio."""
+    timings: dict[str, list[float]] = {"float": [], "int8": []}
+    for item in items:
+        best = {"float": float("inf"), "int8": float("inf")}
+        for _ in range(REPEATS):
+            for name, call in (("float", baseline), ("int8", int8)):
+                started = time.perf_counter()
+                call(item)
+                best[name] = min(best[name], (time.perf_counter() - started) * 1000)
+        for name in timings:
+            timings[name].append(best[name])
+    float_ms = percentiles(timings["float"], (50,))["p50_ms"]
+    int8_ms = percentiles(timings["int8"], (50,))["p50_ms"]
+    return {"float_ms": float_ms, "int8_ms": int8_ms, "speedup": float_ms / int8_ms}

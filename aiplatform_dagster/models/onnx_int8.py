@@ -1,0 +1,301 @@
+"""ONNX int8 inference on CPU for the query path: the query embedder and the reranker.
+
+On CPU a query's encoder pass and the reranker's ten pairs are most of the query path's
+compute. The float model is exported once with ``torch.onnx.export`` (dynamic batch and
+sequence axes), its MatMul weights are quantised to int8 per channel by onnxruntime's dynamic
+quantisation, and the file is cached on disk under a digest of the model folder, so every later
+process only loads it. The graph holds the whole sentence-transformers pipeline (the transformer,
+the pooling its folder configures, Normalize; for a cross-encoder, the activation ``predict``
+applies), so nothing of it is re-implemented here.
+
+Only queries are encoded in int8: the index keeps the float model's vectors, so the int8
+embedder carries the float model's identity. Serving uses this path only when a serving release
+pins it, after ``evaluation/quantization_gate.py`` measured what it costs in nDCG@10.
+
+onnxruntime and torch are imported on first use: Dagster imports this package in every process.
+"""
+
+import hashlib
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.embedders import (
+    Embedder,
+    Progress,
+    SentenceTransformerEmbedder,
+    encode_by_length,
+)
+from aiplatform_dagster.models.identity import folder_digest
+from aiplatform_dagster.rag.index.atomic import write_atomically
+from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Interpolation
+
+Inference = Literal["torch", "onnx-int8"]
+TORCH: Inference = "torch"
+INT8: Inference = "onnx-int8"
+Kind = Literal["encoder", "cross-encoder"]
+EXPORT_VERSION = 1
+"""Part of every cache file's name: bump it when the export changes, so old files are not read."""
+OPSET = 17
+_CONTENT_DIGEST_CHARS = 16
+
+
+class OnnxInferenceError(PlatformError):
+    """The int8 path cannot serve this model; the message says why and what runs instead."""
+
+
+def int8_model(folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[], Any]) -> Path:
+    """The cached int8 ONNX file of the model in ``folder``, exported and quantised on a miss.
+
+    Files are named ``{kind}-{weights digest}-v{EXPORT_VERSION}-{content digest}.onnx``: a
+    file whose bytes do not match its name (truncated, corrupt) is deleted and exported again.
+    Concurrent exporters each write a scratch file and rename it into place, so a reader sees
+    a complete file or none. ``load_float`` gives the float model, only called on a miss (a
+    hit never loads torch).
+    """
+    cache_dir = Path(cache_dir)
+    stem = f"{kind}-{folder_digest(folder)[:16]}-v{EXPORT_VERSION}"
+    for cached in sorted(cache_dir.glob(f"{stem}-*.onnx")):
+        try:
+            if _intact(str(cached), *_signature(cached)):
+                return cached
+        except FileNotFoundError:  # another process removed it as damaged meanwhile
+            continue
+        cached.unlink(missing_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=cache_dir) as scratch:
+        exported = Path(scratch) / "float.onnx"
+        _export(load_float(), kind, exported)
+        quantised = Path(scratch) / "int8.onnx"
+        _quantise(exported, quantised)
+        return install(quantised, cache_dir, stem)
+
+
+def install(onnx_file: Path, cache_dir: Path, stem: str) -> Path:
+    """Move ``onnx_file`` into the cache as ``{stem}-{content digest}.onnx``, atomically."""
+    target = Path(cache_dir) / f"{stem}-{_content_digest(onnx_file)}.onnx"
+    return write_atomically(target, lambda pending: os.replace(onnx_file, pending))
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+@lru_cache(maxsize=64)
+def _intact(path: str, inode: int, size: int, mtime_ns: int) -> bool:
+    """Whether the file's bytes match the digest in its name; read once while it is unchanged."""
+    return Path(path).stem.rsplit("-", 1)[-1] == _content_digest(Path(path))
+
+
+def _content_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()[:_CONTENT_DIGEST_CHARS]
+
+
+def _export(model: Any, kind: Kind, path: Path) -> None:
+    """Trace the float model's whole pipeline into ONNX: token ids in, what the Python API
+    returns out (a sentence embedding, or a cross-encoder's score after its activation)."""
+    import torch
+
+    if kind == "cross-encoder" and model.num_labels != 1:
+        raise OnnxInferenceError(
+            f"the cross-encoder has {model.num_labels} labels; a reranker needs one score per "
+            "pair, so the int8 path exports single-label models only"
+        )
+    # Texts of two lengths: the trace keeps the branches this sample takes, and only a padded
+    # batch makes transformers apply the attention mask (unpadded, it skips it).
+    texts = ["an example query", "a longer example passage, so that the batch pads"]
+    sample = dict(model.tokenizer(texts, padding=True, return_tensors="pt"))
+    names = list(sample)
+    output = "sentence_embedding" if kind == "encoder" else "scores"
+    activation = model.activation_fn if kind == "cross-encoder" else torch.nn.Identity()
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            scores = activation(self.model(dict(zip(names, inputs, strict=True)))[output])
+            return scores if kind == "encoder" else scores[:, 0]
+
+    device = next(model.parameters()).device
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on those fixed branches
+        torch.onnx.export(
+            Pipeline().eval(),
+            tuple(sample[name].to(device) for name in names),
+            str(path),
+            input_names=names,
+            output_names=[output],
+            dynamic_axes={
+                **{name: {0: "batch", 1: "sequence"} for name in names},
+                output: {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _quantise(source: Path, target: Path) -> None:
+    """int8 weights per output channel for MatMul only; activations quantised at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        weight_type=QuantType.QInt8,
+    )
+
+
+@lru_cache(maxsize=8)
+def _session(path: str) -> Any:
+    """One onnxruntime session per file and process, on every core (files never change)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class _Int8Model:
+    """A cached int8 file, its session and the model folder's own tokenizer."""
+
+    def __init__(
+        self, folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[], Any]
+    ) -> None:
+        self._folder = folder
+        self._kind = kind
+        self._cache_dir = Path(cache_dir)
+        self._load_float = load_float
+        self._lock = threading.Lock()  # a fast tokenizer refuses concurrent padded calls
+
+    @cached_property
+    def path(self) -> Path:
+        return int8_model(self._folder, self._kind, self._cache_dir, self._load_float)
+
+    @cached_property
+    def session(self) -> Any:
+        return _session(str(self.path))
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self._folder)
+
+    def run(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> Any:
+        """The graph's output for ``texts`` (with ``pairs`` as second segments), tokenized as
+        sentence-transformers does: padded to the longest, longest-first truncation."""
+        with self._lock:
+            encoded = self.tokenizer(
+                list(texts),
+                list(pairs) if pairs is not None else None,
+                padding=True,
+                truncation="longest_first",
+                max_length=max_length,
+                return_tensors="np",
+            )
+        feed = {i.name: encoded[i.name].astype(np.int64) for i in self.session.get_inputs()}
+        return self.session.run(None, feed)[0]
+
+
+class Int8QueryEmbedder(SentenceTransformerEmbedder):
+    """Encodes queries with the int8 copy of a sentence-transformers model.
+
+    Its ``model_id`` and weights folder are the float model's, so it reads the releases that
+    model built (their vectors stay float32); only the query side is quantised.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        cache_dir: Path,
+        batch_size: int = 64,
+        name: str | None = None,
+    ) -> None:
+        if not Path(model_path).is_dir():
+            raise OnnxInferenceError(
+                f"the int8 query encoder needs the embedder's weights in a local folder, and "
+                f"{model_path!r} is not one (a hub name?): the float model serves instead"
+            )
+        super().__init__(model_path, "cpu", batch_size, name)
+        self._int8 = _Int8Model(model_path, "encoder", cache_dir, lambda: self.model)
+
+    @classmethod
+    def of(cls, embedder: Embedder, cache_dir: Path, batch_size: int = 64) -> "Int8QueryEmbedder":
+        """The int8 twin of a configured embedder; only local sentence-transformers models."""
+        if not isinstance(embedder, SentenceTransformerEmbedder):
+            raise OnnxInferenceError(
+                f"the int8 path quantises local sentence-transformers models; the embedder "
+                f"{embedder.model_id} runs elsewhere: the float path serves instead"
+            )
+        return cls(embedder.model_path, cache_dir, batch_size, embedder.name)
+
+    @property
+    def int8_path(self) -> Path:
+        """The cached int8 file (exported on first use)."""
+        return self._int8.path
+
+    @property
+    def dimension(self) -> int:
+        return int(self._int8.session.get_outputs()[0].shape[1])
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        return encode_by_length(
+            texts,
+            lambda batch: self._int8.run(batch, None, self.max_tokens + 2),
+            self._batch_size,
+            self.dimension,
+            progress,
+        )
+
+
+class Int8Reranker(CrossEncoderReranker):
+    """A cross-encoder reranker whose scores come from the int8 copy of its model; the blend
+    with the first-stage score is the folder's, as for the float reranker."""
+
+    def __init__(
+        self, model: str, cache_dir: Path, batch_size: int = 32, max_length: int = 512
+    ) -> None:
+        if not Path(model).expanduser().is_dir():
+            raise OnnxInferenceError(
+                f"the int8 reranker needs the cross-encoder in a local folder (a registry "
+                f"version is downloaded to one), and {model!r} is not one: the float path "
+                "serves instead"
+            )
+        super().__init__(str(Path(model).expanduser()), "cpu", batch_size, max_length)
+        self._int8 = _Int8Model(self._source, "cross-encoder", cache_dir, lambda: self.model)
+
+    @cached_property
+    def interpolation(self) -> Interpolation:
+        """Read from the folder without loading the float weights."""
+        return Interpolation.load(Path(self._source))
+
+    @property
+    def int8_path(self) -> Path:
+        return self._int8.path
+
+    def scores(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
+        scores: list[float] = []
+        for start in range(0, len(pairs), self._batch_size):
+            batch = pairs[start : start + self._batch_size]
+            queries, passages = [q for q, _ in batch], [p for _, p in batch]
+            scores.extend(self._int8.run(queries, passages, self._max_length).tolist())
+        return scores

@@ -1,0 +1,40 @@
+"""The int8 copy of the packaged MiniLM, exported once per session, and a deliberately broken one.
+
+Exporting and quantising takes seconds; every test that only needs the file copies it from here.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiplatform_dagster.models.embedders import packaged_minilm_path
+from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder, install
+
+
+@pytest.fixture(scope="session")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the int8 MiniLM (the test cross-encoder joins it on first use)."""
+    cache = tmp_path_factory.mktemp("onnx-int8")
+    assert Int8QueryEmbedder(packaged_minilm_path(), cache).int8_path.is_file()
+    return cache
+
+
+@pytest.fixture(scope="session")
+def broken_int8_cache(int8_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache whose int8 MiniLM has noise added to its token embeddings: a quantisation gone
+    wrong, filed under the real model's digest so it loads as that model's int8 copy."""
+    import onnx
+    from onnx import numpy_helper
+
+    good = Int8QueryEmbedder(packaged_minilm_path(), int8_cache).int8_path
+    model = onnx.load(str(good))
+    table = max(model.graph.initializer, key=lambda tensor: int(np.prod(tensor.dims)))
+    weights = numpy_helper.to_array(table)
+    noise = np.random.default_rng(0).normal(0.0, 2 * weights.std(), weights.shape)
+    table.CopyFrom(numpy_helper.from_array((weights + noise).astype(weights.dtype), table.name))
+    cache = tmp_path_factory.mktemp("onnx-int8-broken")
+    scratch = cache / "broken.onnx"
+    onnx.save(model, str(scratch))
+    install(scratch, cache, good.stem.rsplit("-", 1)[0])
+    return cache
