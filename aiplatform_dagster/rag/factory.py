@@ -3,12 +3,14 @@ query engine. The Dagster resources, the CLI and the serving API all call these,
 never drift apart, and none of this imports Dagster.
 """
 
+import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aiplatform_dagster.config import Settings
+from aiplatform_dagster.models.batching import BatchingEmbedder
 from aiplatform_dagster.models.embedders import (
     Embedder,
     OpenAIEmbedder,
@@ -243,6 +245,7 @@ def build_query_engine(
     reranker: Reranker | None = None,
     registry_models: bool = True,
     inference: Inference = TORCH,
+    answer_scope: str | None = None,
 ) -> QueryEngine:
     """The query path over ``release`` (default: the one ``current`` names), built from settings.
 
@@ -250,6 +253,8 @@ def build_query_engine(
     ``registry_models=False`` leaves out the trained router and reranker (the rules, no
     reranking): engines that only retrieve, for training and the gates, never depend on what
     the registry serves. ``inference`` is the path of the embedder and reranker built here.
+    ``answer_scope`` turns the answer cache on for an engine whose release and models are
+    pinned (see ``QueryEngine``).
     """
     release = release or open_repository(settings).open_pointer(CURRENT)
     embedder = embedder or build_embedder(settings, release.embedder_identity, inference)
@@ -273,6 +278,7 @@ def build_query_engine(
         ),
         prices=price_table(settings),
         on_answer=recorder.record if recorder is not None else None,
+        answer_scope=answer_scope,
     )
 
 
@@ -333,7 +339,7 @@ class LiveQueryEngine:
         self._repository = open_repository(settings)
         target = self._follow()
         self._release = self._repository.open(target.release_id).load()
-        self._embedder = build_embedder(settings, self._release.embedder_identity, target.inference)
+        self._embedder = query_embedder(settings, self._release.embedder_identity, target.inference)
         self._backend = build_vector_backend(settings)
         self._recorder = start_recorder(settings, lambda texts: self._embedder.encode(texts))
         self._lock = threading.Lock()
@@ -378,7 +384,7 @@ class LiveQueryEngine:
                 same_inference = new.inference == old.inference
                 same_embedder = release.embedder_identity == self._release.embedder_identity
                 if not (same_embedder and same_inference):
-                    embedder = build_embedder(
+                    embedder = query_embedder(
                         new.settings, release.embedder_identity, new.inference
                     )
                 router, reranker = self._router, self._reranker
@@ -405,5 +411,35 @@ class LiveQueryEngine:
         reranker: Reranker | None,
     ) -> QueryEngine:
         return build_query_engine(
-            target.settings, release, embedder, self._backend, self._recorder, router, reranker
+            target.settings,
+            release,
+            embedder,
+            self._backend,
+            self._recorder,
+            router,
+            reranker,
+            answer_scope=answer_scope(target),
         )
+
+
+def query_embedder(
+    settings: Settings, built_identity: str | None, inference: Inference
+) -> Embedder:
+    """A long-running engine's embedder: concurrent requests share its model calls."""
+    return BatchingEmbedder(build_embedder(settings, built_identity, inference))
+
+
+def answer_scope(target: Target) -> str:
+    """Everything a live engine's answers depend on besides the question and the options: the
+    answer cache's scope, so a new release, model version or setting never reads old answers."""
+    return json.dumps(
+        {
+            "name": target.name,
+            "release": target.release_id,
+            "versions": asdict(target.versions),
+            "inference": target.inference,
+            "query": target.settings.query.model_dump(mode="json"),
+            "reranker": target.settings.reranker.model,
+        },
+        sort_keys=True,
+    )

@@ -243,7 +243,7 @@ def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follow
 ) -> None:
     publish_serving_release(settings, "test")
     live = LiveQueryEngine(settings, follow_live(settings))
-    assert type(live.engine.retriever.embedder) is SentenceTransformerEmbedder
+    assert type(live.engine.retriever.embedder.inner) is SentenceTransformerEmbedder
 
     seed_int8(settings, int8_cache)
     with_int8 = settings.replace(query=INT8_ALLOWED)
@@ -253,14 +253,14 @@ def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follow
     assert gate["passed"] is True and gate["loss"] <= 0.03 and gate["cosine_min"] > 0.98
     assert open_serving_releases(settings).open(manifest.release_id).inference == "onnx-int8"
     assert live.refresh().moved
-    assert type(live.engine.retriever.embedder) is Int8QueryEmbedder
+    assert type(live.engine.retriever.embedder.inner) is Int8QueryEmbedder
     assert live.engine.ask("What does error AIP-4031 mean?").citations
     assert publish_serving_release(with_int8, "test").flip is None  # nothing changed
 
     back = publish_serving_release(settings, "test")  # int8 no longer asked for
     assert back.flip is not None and back.manifest.inference == "torch"
     assert live.refresh().moved
-    assert type(live.engine.retriever.embedder) is SentenceTransformerEmbedder
+    assert type(live.engine.retriever.embedder.inner) is SentenceTransformerEmbedder
 
 
 def test_a_failed_quantisation_gate_publishes_the_float_path_and_says_why(

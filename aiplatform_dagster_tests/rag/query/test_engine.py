@@ -11,6 +11,7 @@ from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.cache import LocalResponseCache, RedisResponseCache, open_cache
 from aiplatform_dagster.rag.query.engine import (
+    ANSWER_CACHE_NOTE,
     CACHE_SKIPPED_NOTE,
     NO_LLM_NOTE,
     NO_RERANKER_NOTE,
@@ -48,7 +49,13 @@ def extractive_engine(sample_retriever, embedder) -> QueryEngine:
 
 
 def llm_engine(
-    sample_retriever, embedder, server: FakeOpenAIServer, cache=None, temperature: float = 0.0
+    sample_retriever,
+    embedder,
+    server: FakeOpenAIServer,
+    cache=None,
+    temperature: float = 0.0,
+    answer_scope: str | None = None,
+    on_answer=None,
 ) -> QueryEngine:
     settings = LLMSettings(
         model="gpt-4o-mini",
@@ -66,6 +73,8 @@ def llm_engine(
         llm_model=settings.model,
         cache=cache,
         prices=PriceTable(),
+        answer_scope=answer_scope,
+        on_answer=on_answer,
     )
 
 
@@ -135,6 +144,67 @@ def test_a_prompt_that_differs_in_any_way_is_never_answered_from_the_cache(
     assert again.kind is AnswerKind.CACHED
     assert len(sent) == 4 and len({str(item) for item in sent}) == 4
     assert prompts[0] == prompts[3]  # only the temperature told these two apart
+
+
+def test_a_repeated_question_is_answered_from_the_answer_cache_without_retrieval(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    question = next(iter(KNOWN_ANSWERS))
+    cache = LocalResponseCache(tmp_path / "cache.sqlite")
+    recorded = []
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(
+            sample_retriever, embedder, server, cache, answer_scope="s-1", on_answer=recorded.append
+        )
+        first = engine.ask(question)
+        again = engine.ask(f" {question} ")
+        requests = len(server.chat_requests())
+    assert first.kind is AnswerKind.GENERATED and ANSWER_CACHE_NOTE not in first.notes
+    assert again.kind is AnswerKind.CACHED and ANSWER_CACHE_NOTE in again.notes
+    assert set(again.timings_ms) == {"preprocess", "answer_cache"}  # no search, no model
+    assert (again.text, again.citations, again.sources) == (
+        first.text,
+        first.citations,
+        first.sources,
+    )
+    assert again.route == first.route and again.usage.cost_usd == 0 and again.usage.cached
+    assert requests == 1 and recorded == [first, again]  # the query log sees both
+
+
+def test_the_answer_cache_is_scoped_to_the_release_the_options_and_the_request(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    question = next(iter(KNOWN_ANSWERS))
+    cache = LocalResponseCache(tmp_path / "cache.sqlite")
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache, answer_scope="s-1")
+        engine.ask(question)
+        next_release = llm_engine(sample_retriever, embedder, server, cache, answer_scope="s-2")
+        moved = next_release.ask(question)
+        fewer = engine.ask(question, QueryOptions(top_n=1))
+        uncached = engine.ask(question, QueryOptions(use_cache=False))
+        unscoped = llm_engine(sample_retriever, embedder, server, cache).ask(question)
+    # Another serving release searches again; its sources are the same, so the model is not
+    # asked again (the response cache), but the answer cache did not answer.
+    assert "retrieve" in moved.timings_ms and moved.kind is AnswerKind.CACHED
+    assert ANSWER_CACHE_NOTE not in moved.notes
+    assert fewer.kind is AnswerKind.GENERATED and len(fewer.sources) == 1
+    assert uncached.kind is AnswerKind.GENERATED and "answer_cache" not in uncached.timings_ms
+    assert "answer_cache" not in unscoped.timings_ms
+
+
+def test_an_extractive_fallback_is_never_kept_in_the_answer_cache(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    question = next(iter(KNOWN_ANSWERS))
+    cache = LocalResponseCache(tmp_path / "cache.sqlite")
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache, answer_scope="s-1")
+        server.fail_next(2, status=503)  # the call and its one retry
+        degraded = engine.ask(question)
+        recovered = engine.ask(question)
+    assert degraded.llm_failed and degraded.kind is AnswerKind.EXTRACTIVE
+    assert recovered.kind is AnswerKind.GENERATED and not recovered.llm_failed
 
 
 def test_search_and_ask_work_without_a_redis_that_is_down_from_the_start(
