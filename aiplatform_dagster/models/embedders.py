@@ -7,6 +7,7 @@ Dagster imports this code location in every process it starts.
 
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -76,17 +77,32 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-@lru_cache(maxsize=4)
+_LOADING = threading.Lock()
+"""Held while a model or tokenizer loads: transformers' lazy imports fail when two threads race
+through them (a new API process whose first requests arrive together), and one copy is enough."""
+
+
 def _load_tokenizer(path: str) -> Any:
+    with _LOADING:
+        return _cached_tokenizer(path)
+
+
+@lru_cache(maxsize=4)
+def _cached_tokenizer(path: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
 
 
-@lru_cache(maxsize=4)
 def _load_sentence_transformer(path: str, device: str) -> Any:
     """One copy per process: assets, checks and the query path share a loaded model."""
+    with _LOADING:
+        return _cached_sentence_transformer(path, device)
+
+
+@lru_cache(maxsize=4)
+def _cached_sentence_transformer(path: str, device: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as transformers_logging

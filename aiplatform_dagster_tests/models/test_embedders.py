@@ -1,5 +1,8 @@
 """Embedders: the packaged MiniLM and an OpenAI-compatible endpoint, both unit-length."""
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -115,3 +118,40 @@ def test_calls_are_bounded_by_default() -> None:
 def test_openai_itself_without_a_key_says_which_variable_to_set() -> None:
     with pytest.raises(EmbeddingError, match=r"OPENAI_API_KEY.*AIPLATFORM_EMBEDDING_BASE_URL"):
         OpenAIEmbedder(api_key=None).encode(["text"])
+
+
+RACE = """
+import threading
+from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+
+embedder = SentenceTransformerEmbedder()
+errors = []
+start = threading.Barrier(8)
+
+def first_request():
+    start.wait()
+    try:
+        embedder.count_tokens(["the first question of a fresh server"])
+        embedder.encode(["the first question of a fresh server"])
+    except Exception as error:
+        errors.append(repr(error))
+
+threads = [threading.Thread(target=first_request) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_a_fresh_server_s_first_concurrent_requests_load_the_model_once_without_errors() -> None:
+    """Eight requests arriving together at a new API process: each needs the tokenizer and
+    the model, which load lazily (transformers' lazy imports fail when raced)."""
+    for _ in range(3):  # the race does not lose every time
+        done = subprocess.run(
+            [sys.executable, "-c", RACE],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -167,9 +167,10 @@ class QueryEngine:
         turns the answer cache off (an engine whose release or models are not pinned)."""
 
     def warm_up(self) -> None:
-        """Load the embedding and reranking models now, so stage timings show query cost
-        rather than a one-off model load (a server calls this once at start-up)."""
+        """Load the embedding and reranking models and the tokenizer now, so stage timings show
+        query cost rather than a one-off load (a server calls this once at start-up)."""
         self.retrieve("warm up", SearchMode.HYBRID, self.defaults)
+        self._count_tokens(["warm up"])
 
     def retrieve(
         self, query: str, mode: SearchMode, options: QueryOptions, exact_terms: Sequence[str] = ()
