@@ -212,6 +212,9 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two writes; with Nagle's algorithm the body waits for
+            # the client's delayed ACK of the headers (40 ms on Linux), not "at once".
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 status, payload = server._handle(self)

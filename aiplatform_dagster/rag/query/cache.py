@@ -194,8 +194,11 @@ class LocalResponseCache:
 
     def _connect(self) -> closing[sqlite3.Connection]:
         # A connection per call: sqlite3 connections must not cross threads, and opening one
-        # costs microseconds next to an LLM call.
-        return closing(sqlite3.connect(self._path, timeout=30))
+        # costs microseconds. synchronous=NORMAL: in WAL mode a commit then skips the fsync (every
+        # lookup commits a counter), and a power cut can lose only the newest entries of a cache.
+        conn = sqlite3.connect(self._path, timeout=30)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return closing(conn)
 
     def get(self, key: str) -> dict[str, Any] | None:
         def lookup() -> Any:
