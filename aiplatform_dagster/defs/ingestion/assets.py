@@ -276,7 +276,9 @@ def index_release(
         ["source_documents", "document_chunks", "chunk_embeddings", "bm25_index"],
     )
     release = assemble_release(
-        build, provenance={"dagster_run_id": context.run_id, "build_id": build.build_id}
+        build,
+        provenance={"dagster_run_id": context.run_id, "build_id": build.build_id},
+        log=context.log.info,
     )
     backend = platform.vector_backend()
     backend.prepare(release)

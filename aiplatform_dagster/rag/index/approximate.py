@@ -35,7 +35,7 @@ _MIN_ROWS_PER_CELL = 39  # faiss's k-means warns below this many training rows p
 _TRAIN_ROWS_PER_CELL = 50  # more costs training time for little gain
 _KMEANS_ITERATIONS = 10
 _MAX_PROBED_SHARE = 4  # nprobe above nlist / 4 reads too much to beat the exact scan
-_TRUTH_ROWS = 65_536  # rows per pass when computing exact neighbours: bounded temporaries
+_PASS_ROWS = 65_536  # rows per pass when adding or computing exact neighbours: bounded memory
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class ApproximatePolicy:
 
 
 DEFAULT_POLICY = ApproximatePolicy()
+Log = Callable[[str], None]
+"""Where a long build says what it is doing (a Dagster run's log, the CLI's output)."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def build(
     matrix: np.ndarray,
     policy: ApproximatePolicy,
     questions: np.ndarray | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    log: Log = lambda _: None,
 ) -> ApproximateBuild:
     """Train and fill an IVF-SQ8 index over unit rows, then tune nprobe to the target recall on
     ``questions`` (embedded real questions; None or empty: sampled rows, with a margin)."""
@@ -100,9 +102,10 @@ def build(
     index.cp.niter = _KMEANS_ITERATIONS
     log(f"approximate index: training {nlist} cells on {train_rows:,} of {rows:,} rows")
     index.train(np.ascontiguousarray(matrix[sample], dtype=np.float32))
-    for start in range(0, rows, _TRUTH_ROWS):
-        index.add(np.ascontiguousarray(matrix[start : start + _TRUTH_ROWS], dtype=np.float32))
+    for start in range(0, rows, _PASS_ROWS):
+        index.add(np.ascontiguousarray(matrix[start : start + _PASS_ROWS], dtype=np.float32))
     build_s = time.perf_counter() - started
+    log(f"approximate index: built in {build_s:.0f} s; measuring recall@{RECALL_K} against exact")
     tuning = _tuning_set(matrix, policy, questions, rng)
     nprobe, recall, curve = _tune(index, matrix, tuning, policy.target_recall)
     summary = {
@@ -204,8 +207,8 @@ def _exact_neighbours(
     """Each query's exact top-10 rows, leaving out the row it was sampled from (if any)."""
     best_scores = np.full((len(queries), RECALL_K), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(queries), RECALL_K), dtype=np.int64)
-    for start in range(0, len(matrix), _TRUTH_ROWS):
-        block = np.asarray(matrix[start : start + _TRUTH_ROWS], dtype=np.float32)
+    for start in range(0, len(matrix), _PASS_ROWS):
+        block = np.asarray(matrix[start : start + _PASS_ROWS], dtype=np.float32)
         scores = queries @ block.T
         block_rows = np.arange(start, start + len(block))
         if own is not None:

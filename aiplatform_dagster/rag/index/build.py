@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from aiplatform_dagster.models.embedders import Embedder, Progress
+from aiplatform_dagster.rag.index.approximate import Log
 from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.index.bm25 import term_counts
 from aiplatform_dagster.rag.index.releases import (
@@ -249,8 +250,11 @@ def count_build_terms(build: Build) -> int:
     return len(terms)
 
 
-def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> Release:
-    """Write the new segment and the release that joins it to the kept rows of the base."""
+def assemble_release(
+    build: Build, provenance: dict[str, Any] | None = None, log: Log = lambda _: None
+) -> Release:
+    """Write the new segment and the release that joins it to the kept rows of the base;
+    ``log`` hears about long steps (an approximate index's training and tuning)."""
     repository = build.repository
     plan = build.plan()
     chunks = build.chunks()
@@ -281,11 +285,12 @@ def assemble_release(build: Build, provenance: dict[str, Any] | None = None) -> 
             counts,
             repository.vector_policy,
             questions,
+            log,
         )
         parts.append((segment, np.ones(segment.rows, dtype=bool)))
     compacted = _needs_compaction(parts)
     if compacted:
-        parts = [_compact(repository, parts, questions)]
+        parts = [_compact(repository, parts, questions, log)]
     total = sum(int(mask.sum()) for _, mask in parts)
     if total != len(chunks):
         raise BuildError(f"build {build.build_id}: release would hold {total} of {len(chunks)}")
@@ -457,6 +462,7 @@ def _compact(
     repository: IndexRepository,
     parts: Sequence[tuple[Segment, np.ndarray]],
     questions: np.ndarray | None,
+    log: Log,
 ) -> tuple[Segment, np.ndarray]:
     """One segment holding exactly the live rows: copies data, embeds nothing."""
     live = [(segment, np.flatnonzero(mask)) for segment, mask in parts]
@@ -471,6 +477,7 @@ def _compact(
         counts,
         repository.vector_policy,
         questions,
+        log,
     )
     return segment, np.ones(segment.rows, dtype=bool)
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.rag.index.approximate import DEFAULT_POLICY, ApproximatePolicy
+from aiplatform_dagster.rag.index.approximate import DEFAULT_POLICY, ApproximatePolicy, Log
 from aiplatform_dagster.rag.index.atomic import fsync
 from aiplatform_dagster.rag.index.text_analysis import ANALYZER_VERSION
 from aiplatform_dagster.rag.index.vector_store import (
@@ -108,6 +108,7 @@ def write_segment(
     counts: sp.csr_matrix,
     policy: ApproximatePolicy = DEFAULT_POLICY,
     questions: np.ndarray | None = None,
+    log: Log = lambda _: None,
 ) -> "Segment":
     """Write a segment (or find the identical one already written) and return it opened.
 
@@ -131,7 +132,7 @@ def write_segment(
     try:
         write_records(scratch / CHUNKS_FILE, chunks, Chunk)
         vector_meta = write_vector_part(
-            scratch, [c.chunk_id for c in chunks], vectors, policy, questions
+            scratch, [c.chunk_id for c in chunks], vectors, policy, questions, log=log
         )
         (scratch / TERMS_FILE).write_text(json.dumps(list(terms), ensure_ascii=False), "utf-8")
         sp.save_npz(scratch / COUNTS_FILE, sp.csr_matrix(counts), compressed=True)

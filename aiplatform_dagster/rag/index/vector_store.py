@@ -27,7 +27,7 @@ release dropped are skipped by a mask, so a release that changes 1% of the chunk
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -41,6 +41,7 @@ from aiplatform_dagster.rag.index.approximate import (
     DEFAULT_POLICY,
     OVERSAMPLE,
     ApproximatePolicy,
+    Log,
     rescore,
 )
 from aiplatform_dagster.rag.index.hits import Hit
@@ -281,7 +282,7 @@ def write_vector_part(
     policy: ApproximatePolicy = DEFAULT_POLICY,
     questions: np.ndarray | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
-    log: Callable[[str], None] = lambda _: None,
+    log: Log = lambda _: None,
 ) -> dict[str, Any]:
     """Validate and write float32 vectors, then the IVF index a large segment proves good enough
     (on ``questions``, embedded by the same model, when given), or else the fp16 scan shards;
