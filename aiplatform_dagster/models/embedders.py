@@ -200,6 +200,8 @@ def encode_by_length(
 ) -> np.ndarray:
     """Unit-length rows of ``texts`` in the caller's order, encoded longest first: sorting by
     length once for the whole input lets every batch pad little, and slices report progress."""
+    if isinstance(texts, str):  # a str is a Sequence[str] of its characters
+        raise TypeError("encode takes a list of texts; wrap a single text as [text]")
     total = len(texts)
     vectors = np.empty((total, dimension), dtype=np.float32)
     order = np.argsort([-len(text) for text in texts], kind="stable")

@@ -155,3 +155,8 @@ def test_a_fresh_server_s_first_concurrent_requests_load_the_model_once_without_
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_bare_string_is_refused_rather_than_encoded_character_by_character(embedder) -> None:
+    with pytest.raises(TypeError, match=r"wrap a single text as \[text\]"):
+        embedder.encode("How long are backups kept?")
