@@ -277,16 +277,7 @@ def assemble_release(
             mask[rows] = True
             parts.append((segment, mask))
     if new_chunks:
-        segment = write_segment(
-            repository.segments_dir,
-            new_chunks,
-            vectors,
-            terms,
-            counts,
-            repository.vector_policy,
-            questions,
-            log,
-        )
+        segment = _new_segment(repository, new_chunks, vectors, terms, counts, questions, log)
         parts.append((segment, np.ones(segment.rows, dtype=bool)))
     compacted = _needs_compaction(parts)
     if compacted:
@@ -364,9 +355,7 @@ def reembed_release(
     chunks = [segment.chunks[row] for segment, rows in live for row in rows]
     vectors = embedder.encode([chunk.indexed_text for chunk in chunks], progress)
     terms, counts = merge_term_counts(live)
-    segment = write_segment(
-        repository.segments_dir, chunks, vectors, terms, counts, repository.vector_policy
-    )
+    segment = _new_segment(repository, chunks, vectors, terms, counts)
     counts_before = source.manifest["counts"]
     manifest = {
         **{key: source.manifest[key] for key in ("chunking", "bm25", "corpus_hash")},
@@ -469,7 +458,21 @@ def _compact(
     chunks = [segment.chunks[row] for segment, rows in live for row in rows]
     vectors = np.concatenate([np.asarray(segment.vectors.vectors[rows]) for segment, rows in live])
     terms, counts = merge_term_counts(live)
-    segment = write_segment(
+    segment = _new_segment(repository, chunks, vectors, terms, counts, questions, log)
+    return segment, np.ones(segment.rows, dtype=bool)
+
+
+def _new_segment(
+    repository: IndexRepository,
+    chunks: Sequence[Chunk],
+    vectors: np.ndarray,
+    terms: Sequence[str],
+    counts: sp.csr_matrix,
+    questions: np.ndarray | None = None,
+    log: Log = lambda _: None,
+) -> Segment:
+    """A segment in ``repository``, its vectors indexed as the repository's policy says."""
+    return write_segment(
         repository.segments_dir,
         chunks,
         vectors,
@@ -479,7 +482,6 @@ def _compact(
         questions,
         log,
     )
-    return segment, np.ones(segment.rows, dtype=bool)
 
 
 def _base_dimension(base: Release | None) -> int | None:

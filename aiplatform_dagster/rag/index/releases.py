@@ -159,11 +159,7 @@ class Release:
 
     def vector_recall(self) -> float | None:
         """The lowest recall@10 measured for a segment's IVF index; None when all are exact."""
-        measured = [
-            segment.meta["vectors"]["approximate"]["recall_at_10"]
-            for segment in self.segments
-            if segment.search != "exact"
-        ]
+        measured = [s.ivf["recall_at_10"] for s in self.segments if s.ivf is not None]
         return min(measured) if measured else None
 
     def live_vectors(self) -> Iterator[tuple[list[str], np.ndarray]]:

@@ -222,14 +222,19 @@ class Segment:
         return int(self.meta["rows"])
 
     @property
+    def ivf(self) -> dict[str, Any] | None:
+        """What its IVF index measured when written (nprobe, recall); None: searched exactly."""
+        summary = self.meta["vectors"].get("approximate", {})
+        return summary if summary.get("used") else None
+
+    @property
     def search(self) -> str:
         """How its vectors are searched: exactly, or by IVF with the recall measured at write."""
-        summary = self.meta["vectors"].get("approximate", {})
-        if not summary.get("used"):
+        if self.ivf is None:
             return "exact"
         return (
-            f"ivf nprobe {summary['nprobe']}/{summary['nlist']}, "
-            f"recall@10 {summary['recall_at_10']:.3f}"
+            f"ivf nprobe {self.ivf['nprobe']}/{self.ivf['nlist']}, "
+            f"recall@10 {self.ivf['recall_at_10']:.3f}"
         )
 
     @property
