@@ -87,8 +87,19 @@ def _load_tokenizer(path: str) -> Any:
         return _cached_tokenizer(path)
 
 
+def own_tokenizer(path: str) -> Any:
+    """A tokenizer no one else calls: a fast tokenizer keeps its padding and truncation as
+    state, so a caller that sets them must not share one with ``count_tokens``."""
+    with _LOADING:
+        return _read_tokenizer(path)
+
+
 @lru_cache(maxsize=4)
 def _cached_tokenizer(path: str) -> Any:
+    return _read_tokenizer(path)
+
+
+def _read_tokenizer(path: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 

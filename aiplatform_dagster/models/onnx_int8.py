@@ -33,6 +33,7 @@ from aiplatform_dagster.models.embedders import (
     Progress,
     SentenceTransformerEmbedder,
     encode_by_length,
+    own_tokenizer,
 )
 from aiplatform_dagster.models.identity import folder_digest
 from aiplatform_dagster.rag.index.atomic import write_atomically
@@ -195,10 +196,7 @@ class _Int8Model:
 
     @cached_property
     def tokenizer(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(self._folder)
+        return own_tokenizer(self._folder)
 
     def run(self, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int) -> Any:
         """The graph's output for ``texts`` (with ``pairs`` as second segments), tokenized as
