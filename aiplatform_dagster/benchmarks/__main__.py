@@ -239,7 +239,7 @@ def print_onnx(r: dict) -> None:
         f"{single['speedup']:.2f}x (goal >= 1.5x: {verdict(single['speedup'] >= 1.5)}), all "
         f"{r['queries']} as one batch {batch['int8_ms']:.0f} vs {batch['float_ms']:.0f} ms = "
         f"{batch['speedup']:.2f}x ({verdict(batch['speedup'] >= 1.5)}), cosine mean "
-        f"{r['cosine_mean']:.4f}, min {r['cosine_min']:.4f}; reranker ({r['reranker_steps']} "
+        f"{gate.cosine_mean:.4f}, min {gate.cosine_min:.4f}; reranker ({r['reranker_steps']} "
         f"training steps on the golden queries) top 10 p50 {rerank['int8_ms']:.0f} vs "
         f"{rerank['float_ms']:.0f} ms = {rerank['speedup']:.2f}x "
         f"({verdict(rerank['speedup'] >= 1.5)}), same top 3 on {r['same_top3']:.0%} of queries; "
