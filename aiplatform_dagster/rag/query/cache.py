@@ -14,10 +14,15 @@ starting, and is left alone for ``retry_after_s`` after a failure so each query 
 on it.
 """
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -173,15 +178,26 @@ class RedisResponseCache:
 
 
 class LocalResponseCache:
-    """SQLite in WAL mode: readers and writers in several processes share one file safely."""
+    """SQLite in WAL mode: readers and writers in several processes share one file safely.
 
-    def __init__(self, path: Path, ttl_seconds: int = DEFAULT_TTL_SECONDS) -> None:
+    A lookup only reads, so it never waits on a writer. Its hit or miss is counted in this
+    process and added to the shared counters with the next store, at the first lookup at least
+    ``counter_flush_s`` after the last addition, when ``stats()`` is read, and when the
+    instance is collected or the process exits; a killed process loses at most that interval's
+    counts. (Committing a counter on every lookup queued every cache hit of a busy API on the
+    file's one write lock.)
+    """
+
+    def __init__(
+        self, path: Path, ttl_seconds: int = DEFAULT_TTL_SECONDS, counter_flush_s: float = 1.0
+    ) -> None:
         _check_ttl(ttl_seconds)
         self._path = Path(path)
         self._ttl_seconds = ttl_seconds
         self._errors = 0
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn, conn:
+        self._local = threading.local()
+        with _connect(self._path) as conn, conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS entries "
@@ -191,52 +207,61 @@ class LocalResponseCache:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER)"
             )
+        self._counts = _PendingCounts(counter_flush_s)
+        weakref.finalize(self, _flush_counts_quietly, self._path, self._counts)
 
-    def _connect(self) -> closing[sqlite3.Connection]:
-        # A connection per call: sqlite3 connections must not cross threads, and opening one
-        # costs microseconds. synchronous=NORMAL: in WAL mode a commit then skips the fsync (every
-        # lookup commits a counter), and a power cut can lose only the newest entries of a cache.
-        conn = sqlite3.connect(self._path, timeout=30)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return closing(conn)
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection: sqlite3 connections must not cross threads (nor forks), and
+        opening one per call cost more than the lookup it served."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn, local.pid = _open(self._path), os.getpid()
+        return local.conn
 
     def get(self, key: str) -> dict[str, Any] | None:
         def lookup() -> Any:
-            with self._connect() as conn, conn:
-                row = conn.execute(
-                    "SELECT value FROM entries WHERE key = ? AND expires_at > ?",
-                    (key, time.time()),
-                ).fetchone()
-                conn.execute(
-                    "INSERT INTO counters (name, count) VALUES (?, 1) "
-                    "ON CONFLICT (name) DO UPDATE SET count = count + 1",
-                    ("misses" if row is None else "hits",),
-                )
-            return row
+            query = "SELECT value FROM entries WHERE key = ? AND expires_at > ?"
+            return self._connection().execute(query, (key, time.time())).fetchone()
 
         row = self._call(lookup)
+        if self._counts.add("misses" if row is None else "hits"):
+            self._flush_counts()
         return None if row is None else json.loads(row[0])
 
     def set(self, key: str, value: dict[str, Any]) -> None:
         def store() -> None:
             now = time.time()
-            with self._connect() as conn, conn:
+            with self._connection() as conn:
                 conn.execute(
                     "INSERT OR REPLACE INTO entries (key, value, expires_at) VALUES (?, ?, ?)",
                     (key, json.dumps(value), now + self._ttl_seconds),
                 )
                 # Expired entries are never read; deleting them here keeps the file bounded.
                 conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
+                _add_counts(conn, counts)
 
-        self._call(store)
+        counts = self._counts.take()
+        try:
+            self._call(store)
+        except CacheUnavailable:
+            self._counts.put_back(counts)
+            raise
 
     def stats(self) -> CacheStats:
+        self._flush_counts()
         try:
-            with self._connect() as conn:
-                counts = dict(conn.execute("SELECT name, count FROM counters").fetchall())
+            rows = self._connection().execute("SELECT name, count FROM counters").fetchall()
         except sqlite3.Error as error:
             return CacheStats(0, 0, self._errors, self._broken(error))
+        counts = dict(rows)
         return CacheStats(counts.get("hits", 0), counts.get("misses", 0), self._errors)
+
+    def _flush_counts(self) -> None:
+        """Add this process's pending counts to the shared ones; kept for later on failure."""
+        try:
+            _flush_counts(self._path, self._counts)
+        except sqlite3.Error:
+            self._errors += 1
 
     def _call(self, operation: Callable[[], Any]) -> Any:
         """``operation()``, or CacheUnavailable (counted) when the SQLite file fails."""
@@ -244,6 +269,7 @@ class LocalResponseCache:
             return operation()
         except sqlite3.Error as error:
             self._errors += 1
+            self._local.pid = None  # the next call opens a new connection
             raise CacheUnavailable(self._broken(error)) from error
 
     def _broken(self, error: Exception) -> str:
@@ -251,6 +277,72 @@ class LocalResponseCache:
             f"the local response cache {self._path} cannot be used ({error}): delete the file "
             "(it only holds cached answers) or fix its folder's permissions and free space"
         )
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    # synchronous=NORMAL: in WAL mode a commit then skips the fsync, and a power cut can lose
+    # only the newest entries of a cache.
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _connect(path: Path) -> closing[sqlite3.Connection]:
+    """A connection closed after one use (setup and the finalizer's flush)."""
+    return closing(_open(path))
+
+
+class _PendingCounts:
+    """Hits and misses counted in this process and not yet added to the shared counters."""
+
+    def __init__(self, flush_s: float) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._flush_s = flush_s
+        self._taken_at = time.monotonic()
+
+    def add(self, name: str) -> bool:
+        """Count one; True when the counts are due to be added to the shared ones."""
+        with self._lock:
+            self._counts[name] += 1
+            return time.monotonic() - self._taken_at >= self._flush_s
+
+    def take(self) -> Counter[str]:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+            self._taken_at = time.monotonic()
+            return counts
+
+    def put_back(self, counts: Counter[str]) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+
+def _add_counts(conn: sqlite3.Connection, counts: Counter[str]) -> None:
+    conn.executemany(
+        "INSERT INTO counters (name, count) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET count = count + excluded.count",
+        [(name, count) for name, count in counts.items() if count],
+    )
+
+
+def _flush_counts_quietly(path: Path, pending: _PendingCounts) -> None:
+    """The finalizer's flush: at exit, a cache file deleted meanwhile only loses counts."""
+    with contextlib.suppress(sqlite3.Error):
+        _flush_counts(path, pending)
+
+
+def _flush_counts(path: Path, pending: _PendingCounts) -> None:
+    """Module-level, so the finalizer holds no reference to the cache it flushes for."""
+    counts = pending.take()
+    if not counts:
+        return
+    try:
+        with _connect(path) as conn, conn:
+            _add_counts(conn, counts)
+    except sqlite3.Error:
+        pending.put_back(counts)
+        raise
 
 
 def open_cache(

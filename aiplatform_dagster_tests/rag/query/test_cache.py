@@ -1,8 +1,9 @@
 """Both cache backends must round-trip answers, count hits, expire, and key on every input."""
 
+import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -152,6 +153,42 @@ def test_the_local_cache_is_safe_for_concurrent_processes(tmp_path: Path) -> Non
     cache = LocalResponseCache(path, ttl_seconds=60)
     assert cache.stats().hits == 150
     assert cache.get("2-49") == {"worker": 2, "i": 49}
+
+
+def test_a_local_lookup_answers_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cache.sqlite"
+    cache = LocalResponseCache(path, ttl_seconds=60)
+    cache.set("key", ANSWER)
+    writer = sqlite3.connect(path, timeout=0)
+    writer.execute("BEGIN IMMEDIATE")  # a store in progress elsewhere holds the one write lock
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            found = pool.submit(cache.get, "key").result(timeout=10)
+    finally:
+        writer.rollback()
+        writer.close()
+
+    assert found == ANSWER
+
+
+def test_local_counts_reach_other_instances_after_the_flush_interval_and_on_collection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cache.sqlite"
+    reader = LocalResponseCache(path, ttl_seconds=60)
+    busy = LocalResponseCache(path, ttl_seconds=60, counter_flush_s=0.2)
+    busy.get("missing")
+    time.sleep(0.25)
+    busy.get("missing")  # due: both lookups are added
+
+    assert reader.stats().misses == 2
+
+    busy.get("missing")
+    del busy  # collected: its last count is added too
+
+    assert reader.stats().misses == 3
 
 
 def test_open_cache_uses_redis_when_a_url_is_configured(tmp_path: Path) -> None:
