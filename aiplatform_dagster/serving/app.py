@@ -8,10 +8,8 @@ to load leaves the last good one serving (``/readyz`` says why). Every response 
 """
 
 import logging
-import re
+import os
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
@@ -23,9 +21,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aiplatform_dagster.agents.threads import approval_of
-from aiplatform_dagster.config import Settings
+from aiplatform_dagster.config import Settings, load_settings
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.serving.audit import AuditEntry, open_audit_log
+from aiplatform_dagster.serving.context import RequestContext, error_response
 from aiplatform_dagster.serving.docs import serve_docs
 from aiplatform_dagster.serving.feedback import (
     Feedback,
@@ -50,10 +49,9 @@ from aiplatform_dagster.serving.requests import (
     ResumeRequest,
 )
 from aiplatform_dagster.serving.spend import open_spend_ledger
-from aiplatform_dagster.serving.telemetry import configure_tracing, request_span
+from aiplatform_dagster.serving.telemetry import configure_tracing
 
 logger = logging.getLogger("aiplatform.serving")
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Service:
@@ -138,32 +136,8 @@ def create_app(
     )
     serve_docs(app)
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Any:
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        limit = settings.serving.max_body_bytes
-        length = request.headers.get("content-length")
-        started = time.perf_counter()
-        with request_span(request.method, request.url.path, request_id) as span:
-            if length and length.isdigit() and int(length) > limit:
-                response: Any = _error(413, f"request body over {limit} bytes", request_id)
-            else:
-                response = await call_next(request)
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            span.update_name(f"{request.method} {route}")
-            span.set_attribute("http.status_code", response.status_code)
-        response.headers["X-Request-ID"] = request_id
-        service(request).metrics.observe_request(
-            route,
-            request.method,
-            response.status_code,
-            time.perf_counter() - started,
-        )
-        logger.info("%s %s %s -> %s", request_id, request.method, request.url.path,
-                    response.status_code)  # fmt: skip
-        return response
+    app.add_middleware(RequestContext, max_body_bytes=settings.serving.max_body_bytes,
+                       observe=_observe_request)  # fmt: skip
 
     def service(request: Request) -> Service:
         return request.app.state.service
@@ -201,11 +175,11 @@ def create_app(
             f"{'.'.join(str(part) for part in item['loc'][1:]) or 'body'}: {item['msg']}"
             for item in error.errors()
         )
-        return _error(422, f"invalid request: {problems}", request.state.request_id)
+        return error_response(422, f"invalid request: {problems}", request.state.request_id)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        response = _error(error.status_code, str(error.detail), request.state.request_id)
+        response = error_response(error.status_code, str(error.detail), request.state.request_id)
         response.headers.update(error.headers or {})
         return response
 
@@ -364,6 +338,17 @@ def audit_agent(
     )  # fmt: skip
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one ``aiplatform serve`` worker process: settings from its environment, and
+    its share of the cores for tensor threads (each worker would otherwise start one per core,
+    and they would contend)."""
+    import torch
+
+    settings = load_settings()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers))
+    return create_app(settings)
+
+
 def _start(
     settings: Settings,
     live_factory: Callable[[Settings], Any] | None,
@@ -396,9 +381,5 @@ def _refresh_loop(service: Service, stop: threading.Event) -> None:
         service.refresh()
 
 
-def _error(status: int, message: str, request_id: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": message, "request_id": request_id},
-        status_code=status,
-        headers={"X-Request-ID": request_id},
-    )
+def _observe_request(scope: Any, route: str, method: str, status: int, seconds: float) -> None:
+    scope["app"].state.service.metrics.observe_request(route, method, status, seconds)
