@@ -2,6 +2,7 @@
 engine on the sample release (MiniLM), the agent runtime with the fake model behind it."""
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,8 +195,9 @@ def test_without_an_llm_the_agent_endpoints_say_how_to_configure_one(storage: Pa
 
 
 def test_aiplatform_serve_answers_over_real_http(storage: Path, tmp_path: Path):
-    """`aiplatform serve` as a user starts it: uvicorn on a loopback port, a key from the CLI."""
-    with aiplatform_serve(storage, tmp_path) as api:
+    """`aiplatform serve` as a user starts it: uvicorn on a loopback port, a key from the CLI,
+    two worker processes (as on a 2-core replica)."""
+    with aiplatform_serve(storage, tmp_path, AIPLATFORM_SERVING_WORKERS="2") as api:
         response = httpx.post(
             f"{api.base}/v1/query",
             json={"question": "How long are vector index backups kept?"},
@@ -207,8 +209,10 @@ def test_aiplatform_serve_answers_over_real_http(storage: Path, tmp_path: Path):
             "/v1/query", "/v1/agent", "/healthz", "/readyz"
         }  # fmt: skip
         open_the_api_docs_in_a_browser(api.base)
-    assert "POST /v1/query" in api.log.read_text()  # the access log was written ...
-    assert api.key not in api.log.read_text()  # ... and never shows a key
+    log = api.log.read_text()
+    assert "POST /v1/query" in log  # the access log was written ...
+    assert api.key not in log  # ... and never shows a key
+    assert len(set(re.findall(r"Started server process \[(\d+)\]", log))) == 2
 
 
 def open_the_api_docs_in_a_browser(base: str) -> None:
