@@ -1,10 +1,13 @@
 """(k) The serving API under concurrent load, over real HTTP on loopback.
 
 The sample corpus is ingested with MiniLM into a temporary storage folder and published as a
-serving release with no reranker; ``create_app`` runs under uvicorn in this process. The LLM is
-the test suite's local OpenAI-protocol server replying at once (no LLM can be reached here), so
+serving release with no reranker; ``aiplatform serve`` runs in its own process (with
+``workers`` worker processes), as in production, and a lean asyncio load generator in this
+process keeps ``clients`` keep-alive connections busy. The LLM is the test suite's local
+OpenAI-protocol server in a third process, replying at once (no LLM can be reached here), so
 what is measured is the platform: HTTP, auth, rate limit, routing, search, context, the model
-call's round trip, citations, metrics and the audit log.
+call's round trip, citations, metrics and the audit log. The floor is ``GET /healthz`` under the
+same load: what HTTP alone costs on this machine.
 
 Measured: (1) cold: ``clients`` clients sharing the golden questions with the response cache
 off; (2) replay: a synthetic query log in which questions repeat as a Zipf distribution
@@ -14,16 +17,23 @@ LLM cost the cache saved is priced at gpt-4o-mini's rates from the tokens each a
 200.
 """
 
+import contextlib
+import multiprocessing
+import os
+import queue
 import random
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from aiplatform_dagster.benchmarks.http_load import HttpLoad, Load, floor_ms
 from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, load_settings
 from aiplatform_dagster.evaluation.beir import load_judged_queries
 from aiplatform_dagster.evaluation.latency import percentiles
@@ -32,45 +42,46 @@ from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
-from aiplatform_dagster.serving.app import create_app
 from aiplatform_dagster.serving.keys import Scope, create_key
 from aiplatform_dagster.serving.publish import publish_serving_release
-from aiplatform_dagster.serving.server import serving_in_thread
+from aiplatform_dagster.serving.server import free_loopback_port
 
 ZIPF_S = 1.1
+READY_S = 180
 
 
-def bench_serving(clients: int = 8, rounds: int = 3, replay: int = 300) -> dict[str, Any]:
-    from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
-
+def bench_serving(
+    clients: int = 8, workers: int = 1, rounds: int = 3, replay: int = 300
+) -> dict[str, Any]:
     questions = list(load_judged_queries(GOLDEN_DIR)[0].values())
-    with tempfile.TemporaryDirectory() as scratch, FakeOpenAIServer() as llm:
+    with tempfile.TemporaryDirectory() as scratch, _fake_llm() as llm_url:
         storage = Path(scratch) / "storage"
         documents, _ = load_documents(SAMPLE_CORPUS_DIR)
         ingest(IndexRepository(storage / "ingestion"), documents, SentenceTransformerEmbedder())
         key = create_key(storage / "serving" / "api_keys.yaml", "bench", [Scope.QUERY], 10**9)
-        settings = load_settings(
-            {
-                "AIPLATFORM_STORAGE_DIR": str(storage),
-                "AIPLATFORM_MONITORING_QUERY_LOG": "false",
-                "AIPLATFORM_AGENTS_REGISTRY": "",
-                "AIPLATFORM_LLM_BASE_URL": llm.base_url,
-                "AIPLATFORM_LLM_MODEL": "gpt-4o-mini",
-            }
-        )
-        publication = publish_serving_release(settings, "bench")
+        environ = {
+            "AIPLATFORM_STORAGE_DIR": str(storage),
+            "AIPLATFORM_MONITORING_QUERY_LOG": "false",
+            "AIPLATFORM_LLM_BASE_URL": llm_url,
+            "AIPLATFORM_LLM_MODEL": "gpt-4o-mini",
+            "AIPLATFORM_SERVING_WORKERS": str(workers),
+        }
+        publication = publish_serving_release(load_settings(environ), "bench")
         if publication.flip is None:
             raise RuntimeError(f"the bench's release was not published: {publication.decision}")
-        with serving_in_thread(create_app(settings)) as base:
-            ask = _Asker(base, key)
-            ask.many(questions[:clients], 1, use_cache=False)  # warm-up: model loaded, pools
-            cold = ask.many(questions, clients, use_cache=False, repeat=rounds)
+        with _served(environ, Path(scratch) / "api.log") as base:
+            load = HttpLoad(base, {"Authorization": f"Bearer {key}"})
+            _asked(load, questions * 2, clients, use_cache=False)  # warm-up: models, pools
+            floor = floor_ms(load, clients)
+            cold = _asked(load, _shuffled(questions * rounds), clients, use_cache=False)
             log = _zipf_log(questions, replay)
-            replayed = ask.many(log, clients, use_cache=True, keep_order=True)  # cache empty
-            ask.many(questions, clients, use_cache=True)  # every question cached
-            warm = ask.many(questions, clients, use_cache=True, repeat=rounds)
+            replayed = _asked(load, log, clients, use_cache=True)  # the cache starts empty
+            _asked(load, questions, clients, use_cache=True)  # every question cached
+            warm = _asked(load, _shuffled(questions * rounds), clients, use_cache=True)
     return {
         "clients": clients,
+        "workers": workers,
+        "floor": percentiles(floor),
         "cold": cold.summary(),
         "warm": warm.summary(),
         "replay": {
@@ -84,14 +95,23 @@ def bench_serving(clients: int = 8, rounds: int = 3, replay: int = 300) -> dict[
 
 
 class _Run:
-    def __init__(self) -> None:
-        self.latencies_ms: list[float] = []
+    """One load run's replies to ``questions``, checked and priced."""
+
+    def __init__(self, questions: Sequence[str], load: Load) -> None:
+        self.latencies_ms = [reply.latency_ms for _, reply in load.replies]
+        self.seconds = load.seconds
         self.errors: list[str] = []
         self.cost_usd = 0.0
         self.cost_by_question: dict[str, float] = {}
-        self.seconds = 0.0
-        self.questions: list[str] = []
-        self.lock = threading.Lock()
+        self.questions = list(questions)
+        for index, reply in load.replies:
+            if reply.status != 200:
+                self.errors.append(f"{reply.status}: {reply.body[:200]!r}")
+                continue
+            cost = float(reply.json()["usage"]["cost_usd"])
+            self.cost_usd += cost
+            if cost > 0:
+                self.cost_by_question[questions[index]] = cost
 
     def summary(self) -> dict[str, float]:
         return {
@@ -107,59 +127,82 @@ class _Run:
         return sum(self.cost_by_question.get(question, 0.0) for question in self.questions)
 
 
-class _Asker:
-    def __init__(self, base: str, key: str) -> None:
-        self.base = base
-        self.headers = {"Authorization": f"Bearer {key}"}
+def _asked(load: HttpLoad, questions: Sequence[str], clients: int, use_cache: bool) -> _Run:
+    """``clients`` connections share the questions, in order, each asked once."""
+    bodies = [{"question": question, "use_cache": use_cache} for question in questions]
+    return _Run(questions, load.post_many("/v1/query", bodies, clients))
 
-    def many(
-        self,
-        questions: Sequence[str],
-        clients: int,
-        use_cache: bool,
-        repeat: int = 1,
-        keep_order: bool = False,
-    ) -> _Run:
-        """``clients`` threads share the work list (each question ``repeat`` times)."""
-        run = _Run()
-        work = [q for _ in range(repeat) for q in questions]
-        if not keep_order:
-            random.Random(7).shuffle(work)
-        run.questions = list(work)
-        pending = iter(work)
-        take = threading.Lock()
 
-        def client() -> None:
-            with httpx.Client(base_url=self.base, headers=self.headers, timeout=60) as http:
-                while True:
-                    with take:
-                        question = next(pending, None)
-                    if question is None:
-                        return
-                    self._ask(http, run, question, use_cache)
+def _shuffled(questions: Sequence[str]) -> list[str]:
+    shuffled = list(questions)
+    random.Random(7).shuffle(shuffled)
+    return shuffled
 
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        run.seconds = time.perf_counter() - started
-        return run
 
-    def _ask(self, http: httpx.Client, run: _Run, question: str, use_cache: bool) -> None:
-        started = time.perf_counter()
-        response = http.post("/v1/query", json={"question": question, "use_cache": use_cache})
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        with run.lock:
-            run.latencies_ms.append(elapsed_ms)
-            if response.status_code != 200:
-                run.errors.append(f"{response.status_code}: {response.text[:200]}")
+@contextmanager
+def _served(environ: dict[str, str], log: Path) -> Iterator[str]:
+    """``aiplatform serve`` in its own process, as it runs in production; yields its base URL.
+
+    The load generator then competes with it only for the CPU, not for one interpreter's lock.
+    """
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "aiplatform_dagster.cli", "serve", "--port", str(port)]
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command, env={**os.environ, **environ}, stdout=output, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(base, server, log)
+            yield base
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+def _wait_ready(base: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"aiplatform serve exited: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return
-            cost = float(response.json()["usage"]["cost_usd"])
-            run.cost_usd += cost
-            if cost > 0:
-                run.cost_by_question[question] = cost
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"aiplatform serve was not ready in {READY_S} s: {log.read_text()[-2000:]}")
+
+
+@contextmanager
+def _fake_llm() -> Iterator[str]:
+    """The OpenAI-protocol stand-in in a process of its own, so it takes no time from the load
+    generator's interpreter; yields its base URL."""
+    context = multiprocessing.get_context("spawn")
+    urls, stop = context.Queue(), context.Event()
+    process = context.Process(target=_run_fake_llm, args=(urls, stop), daemon=True)
+    process.start()
+    try:
+        yield _first_url(urls, process)
+    finally:
+        stop.set()
+        process.join(timeout=10)
+
+
+def _first_url(urls: Any, process: Any) -> str:
+    deadline = time.monotonic() + READY_S
+    while process.is_alive() and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            return urls.get(timeout=0.2)
+    raise RuntimeError(f"the local LLM server did not start (exit code {process.exitcode})")
+
+
+def _run_fake_llm(urls: Any, stop: Any) -> None:
+    from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
+
+    with FakeOpenAIServer() as llm:
+        urls.put(llm.base_url)
+        stop.wait()
 
 
 def _zipf_log(questions: Sequence[str], size: int) -> list[str]:

@@ -11,12 +11,17 @@ from typing import Any
 import uvicorn
 
 
+def free_loopback_port() -> int:
+    """A port nothing listens on now (the OS picks it), for a server about to start."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
 def serving_in_thread(app: Any, start_timeout_s: float = 120.0) -> Iterator[str]:
     """Serve ``app`` on a free loopback port until the block ends; yield its base URL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
