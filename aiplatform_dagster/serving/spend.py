@@ -6,14 +6,18 @@ the platform has one, else SQLite in the storage folder (one machine). A ledger 
 fails a query: ``add`` reports False and the caller counts the miss.
 """
 
+import contextlib
 import logging
 import sqlite3
-import threading
+import weakref
+from collections import Counter
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from aiplatform_dagster.config import Settings
+from aiplatform_dagster.tallies import PendingTally
 
 logger = logging.getLogger(__name__)
 MONTH_TTL_S = 40 * 24 * 3600
@@ -62,38 +66,69 @@ class RedisSpend:
 
 
 class LocalSpend:
-    def __init__(self, path: Path) -> None:
+    """The ledger in a SQLite file, for one machine.
+
+    Additions are tallied in the process and written in one transaction each ``flush_s``, when
+    the month is read, and at exit (a commit per answered query queued the API on the file's
+    write lock); a killed process loses at most ``flush_s`` of spend.
+    """
+
+    def __init__(self, path: Path, flush_s: float = 1.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._lock = threading.Lock()
-        with self._connect() as db:
+        with closing(_open(path)) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS spend (month TEXT PRIMARY KEY, usd REAL)")
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self._path, timeout=5)
+        self._pending = PendingTally(flush_s)
+        weakref.finalize(self, _write_quietly, path, self._pending)
 
     def add(self, usd: float) -> bool:
-        try:
-            with self._lock, self._connect() as db:
-                db.execute(
-                    "INSERT INTO spend VALUES (?, ?) "
-                    "ON CONFLICT(month) DO UPDATE SET usd = usd + excluded.usd",
-                    (this_month(), usd),
-                )
-        except sqlite3.Error as error:
-            logger.warning("spend ledger not written: %s", error)
-            return False
-        return True
+        return self._write() if self._pending.add(this_month(), usd) else True
 
     def month_to_date(self) -> float | None:
+        self._write()
         try:
-            with self._connect() as db:
+            with closing(_open(self._path)) as db:
                 row = db.execute(
                     "SELECT usd FROM spend WHERE month = ?", (this_month(),)
                 ).fetchone()
         except sqlite3.Error:
             return None
         return float(row[0]) if row else 0.0
+
+    def _write(self) -> bool:
+        try:
+            _write(self._path, self._pending)
+        except sqlite3.Error as error:
+            logger.warning("spend ledger not written (kept for the next try): %s", error)
+            return False
+        return True
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=5)
+    connection.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit skips the fsync
+    return connection
+
+
+def _write(path: Path, pending: PendingTally) -> None:
+    """Module-level, so the finalizer holds no reference to the ledger it writes for."""
+
+    def add_months(spend: Counter[str]) -> None:
+        with closing(_open(path)) as db, db:
+            db.executemany(
+                "INSERT INTO spend VALUES (?, ?) "
+                "ON CONFLICT(month) DO UPDATE SET usd = usd + excluded.usd",
+                list(spend.items()),
+            )
+
+    pending.flush(add_months)
+
+
+def _write_quietly(path: Path, pending: PendingTally) -> None:
+    """The finalizer's write: at exit, a ledger deleted meanwhile only loses pending spend."""
+    with contextlib.suppress(sqlite3.Error):
+        _write(path, pending)
 
 
 def open_spend_ledger(settings: Settings) -> SpendLedger:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.tallies import PendingTally
 
 DEFAULT_TTL_SECONDS = 86400
 DEFAULT_REDIS_PREFIX = "aiplatform:cache:"
@@ -207,7 +208,7 @@ class LocalResponseCache:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER)"
             )
-        self._counts = _PendingCounts(counter_flush_s)
+        self._counts = PendingTally(counter_flush_s)
         weakref.finalize(self, _flush_counts_quietly, self._path, self._counts)
 
     def _connection(self) -> sqlite3.Connection:
@@ -292,32 +293,6 @@ def _connect(path: Path) -> closing[sqlite3.Connection]:
     return closing(_open(path))
 
 
-class _PendingCounts:
-    """Hits and misses counted in this process and not yet added to the shared counters."""
-
-    def __init__(self, flush_s: float) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-        self._flush_s = flush_s
-        self._taken_at = time.monotonic()
-
-    def add(self, name: str) -> bool:
-        """Count one; True when the counts are due to be added to the shared ones."""
-        with self._lock:
-            self._counts[name] += 1
-            return time.monotonic() - self._taken_at >= self._flush_s
-
-    def take(self) -> Counter[str]:
-        with self._lock:
-            counts, self._counts = self._counts, Counter()
-            self._taken_at = time.monotonic()
-            return counts
-
-    def put_back(self, counts: Counter[str]) -> None:
-        with self._lock:
-            self._counts.update(counts)
-
-
 def _add_counts(conn: sqlite3.Connection, counts: Counter[str]) -> None:
     conn.executemany(
         "INSERT INTO counters (name, count) VALUES (?, ?) "
@@ -326,23 +301,20 @@ def _add_counts(conn: sqlite3.Connection, counts: Counter[str]) -> None:
     )
 
 
-def _flush_counts_quietly(path: Path, pending: _PendingCounts) -> None:
+def _flush_counts_quietly(path: Path, pending: PendingTally) -> None:
     """The finalizer's flush: at exit, a cache file deleted meanwhile only loses counts."""
     with contextlib.suppress(sqlite3.Error):
         _flush_counts(path, pending)
 
 
-def _flush_counts(path: Path, pending: _PendingCounts) -> None:
+def _flush_counts(path: Path, pending: PendingTally) -> None:
     """Module-level, so the finalizer holds no reference to the cache it flushes for."""
-    counts = pending.take()
-    if not counts:
-        return
-    try:
+
+    def write(counts: Counter[str]) -> None:
         with _connect(path) as conn, conn:
             _add_counts(conn, counts)
-    except sqlite3.Error:
-        pending.put_back(counts)
-        raise
+
+    pending.flush(write)
 
 
 def open_cache(
