@@ -347,12 +347,6 @@ class ServingSettings(Section):
         description="YAML of API keys, stored hashed with their scopes and rate limits "
         "(unset: serving/api_keys.yaml in the storage folder; `aiplatform key create` adds one).",
     )
-    workers: int = Field(
-        default=1,
-        ge=1,
-        description="API worker processes of `aiplatform serve` (each loads the models and "
-        "takes an equal share of the CPU threads; set it to the cores a replica has).",
-    )
     max_body_bytes: int = Field(default=65_536, gt=0, description="Largest request body.")
     max_query_chars: int = Field(default=2_000, gt=0, description="Longest question.")
     refresh_s: float = Field(

@@ -60,9 +60,6 @@ def main() -> None:
         "--clients", type=int, default=8, help="concurrent API clients of the serving benchmark"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="API worker processes of the serving benchmark"
-    )
-    parser.add_argument(
         "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
     )
     args = parser.parse_args()
@@ -103,7 +100,7 @@ def main() -> None:
     if "serving" in parts:
         from aiplatform_dagster.benchmarks.serving_bench import bench_serving
 
-        print_serving(bench_serving(args.clients, args.workers))
+        print_serving(bench_serving(args.clients))
     if "onnx" in parts:
         from aiplatform_dagster.benchmarks.onnx_bench import bench_onnx
 
@@ -221,8 +218,8 @@ def print_serving(r: dict) -> None:
     cold, warm, replay = r["cold"], r["warm"], r["replay"]
     saved = 1 - replay["cost_usd"] / replay["cost_without_cache_usd"]
     print(
-        f"(k) /v1/query, {r['clients']} concurrent clients, {r['workers']} API worker(s), sample "
-        f"corpus, no reranker, instant local LLM; floor (GET /healthz) p50 "
+        f"(k) /v1/query, {r['clients']} concurrent clients, sample corpus, no reranker, instant "
+        f"local LLM; floor (GET /healthz) p50 "
         f"{r['floor']['p50_ms']:.2f} / p95 {r['floor']['p95_ms']:.2f} ms; cold "
         f"{cold['throughput_rps']:.1f} req/s, p50 {cold['p50_ms']:.0f} / p95 "
         f"{cold['p95_ms']:.0f} / p99 {cold['p99_ms']:.0f} ms, {cold['errors']} errors (goal p95 "

@@ -1,8 +1,8 @@
 """(k) The serving API under concurrent load, over real HTTP on loopback.
 
 The sample corpus is ingested with MiniLM into a temporary storage folder and published as a
-serving release with no reranker; ``aiplatform serve`` runs in its own process (with
-``workers`` worker processes), as in production, and a lean asyncio load generator in this
+serving release with no reranker; ``aiplatform serve`` runs in its own process, as in
+production, and a lean asyncio load generator in this
 process keeps ``clients`` keep-alive connections busy. The LLM is the test suite's local
 OpenAI-protocol server in a third process, replying at once (no LLM can be reached here), so
 what is measured is the platform: HTTP, auth, rate limit, routing, search, context, the model
@@ -50,9 +50,7 @@ ZIPF_S = 1.1
 READY_S = 180
 
 
-def bench_serving(
-    clients: int = 8, workers: int = 1, rounds: int = 3, replay: int = 300
-) -> dict[str, Any]:
+def bench_serving(clients: int = 8, rounds: int = 3, replay: int = 300) -> dict[str, Any]:
     questions = list(load_judged_queries(GOLDEN_DIR)[0].values())
     with tempfile.TemporaryDirectory() as scratch, _fake_llm() as llm_url:
         storage = Path(scratch) / "storage"
@@ -64,7 +62,6 @@ def bench_serving(
             "AIPLATFORM_MONITORING_QUERY_LOG": "false",
             "AIPLATFORM_LLM_BASE_URL": llm_url,
             "AIPLATFORM_LLM_MODEL": "gpt-4o-mini",
-            "AIPLATFORM_SERVING_WORKERS": str(workers),
         }
         publication = publish_serving_release(load_settings(environ), "bench")
         if publication.flip is None:
@@ -80,7 +77,6 @@ def bench_serving(
             warm = _asked(load, _shuffled(questions * rounds), clients, use_cache=True)
     return {
         "clients": clients,
-        "workers": workers,
         "floor": percentiles(floor),
         "cold": cold.summary(),
         "warm": warm.summary(),

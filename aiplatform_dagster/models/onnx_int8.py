@@ -165,13 +165,11 @@ def _quantise(source: Path, target: Path) -> None:
 
 @lru_cache(maxsize=8)
 def _session(path: str) -> Any:
-    """One onnxruntime session per file and process (files never change), on as many threads
-    as PyTorch has in this process (the API divides the cores among its workers)."""
+    """One onnxruntime session per file and process, on every core (files never change)."""
     import onnxruntime
-    import torch
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = os.cpu_count() or 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 

@@ -8,20 +8,21 @@ to load leaves the last good one serving (``/readyz`` says why). Every response 
 """
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aiplatform_dagster.agents.threads import approval_of
-from aiplatform_dagster.config import Settings, load_settings
+from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
 from aiplatform_dagster.serving.audit import AuditEntry, open_audit_log
 from aiplatform_dagster.serving.context import RequestContext, error_response
@@ -143,13 +144,16 @@ def create_app(
         return request.app.state.service
 
     def caller(scope: Scope) -> Callable[[Request], ApiKey]:
-        def check(request: Request) -> ApiKey:
+        async def check(request: Request) -> ApiKey:
+            """On the event loop: the key store is in memory, and so is the rate limiter
+            unless it is Redis's (then a worker thread waits for it)."""
             svc = service(request)
             try:
                 key = authorize(svc.keys, request.headers, scope)
             except AuthError as error:
                 raise HTTPException(error.status, str(error), headers=error.headers) from None
-            wait = svc.limiter.acquire(key.name, key.requests_per_minute)
+            take = partial(svc.limiter.acquire, key.name, key.requests_per_minute)
+            wait = take() if svc.limiter.in_process else await run_in_threadpool(take)
             if wait is not None:
                 raise HTTPException(
                     429,
@@ -184,7 +188,7 @@ def create_app(
         return response
 
     @app.get("/healthz", summary="The process is up.")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/metrics", summary="Prometheus metrics.", response_class=PlainTextResponse)
@@ -336,17 +340,6 @@ def audit_agent(
                    f"thread {result.thread_id}", list(result.citations),
                    float(result.spend.get("cost_usd", 0.0)), result.latency_ms)
     )  # fmt: skip
-
-
-def app_from_environment() -> FastAPI:
-    """The app of one ``aiplatform serve`` worker process: settings from its environment, and
-    its share of the cores for tensor threads (each worker would otherwise start one per core,
-    and they would contend)."""
-    import torch
-
-    settings = load_settings()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers))
-    return create_app(settings)
 
 
 def _start(

@@ -51,14 +51,7 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
 
     from aiplatform_dagster.serving.app import create_app
 
-    workers = settings.serving.workers
-    if workers == 1:
-        app: Any = create_app(settings)
-    else:  # each worker process builds its app from the same environment
-        app = "aiplatform_dagster.serving.app:app_from_environment"
-    uvicorn.run(
-        app, factory=workers > 1, workers=workers, host=args.host, port=args.port, log_level="info"
-    )
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
