@@ -7,10 +7,15 @@ due (``flush_s`` after the last write), when the shared value is read, and at ex
 process loses at most ``flush_s`` of amounts.
 """
 
+import contextlib
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+Write = Callable[[Counter[str]], None]
 
 
 class PendingTally:
@@ -28,24 +33,31 @@ class PendingTally:
             self._amounts[name] += amount
             return time.monotonic() - self._taken_at >= self._flush_s
 
-    def take(self) -> Counter[str]:
-        """Everything pending, now owed by the caller (``put_back`` it if the write fails)."""
+    @contextmanager
+    def taken(self) -> Iterator[Counter[str]]:
+        """Everything pending, for a write in the block; an exception puts it back and rises."""
         with self._lock:
             amounts, self._amounts = self._amounts, Counter()
             self._taken_at = time.monotonic()
-            return amounts
-
-    def put_back(self, amounts: Counter[str]) -> None:
-        with self._lock:
-            self._amounts.update(amounts)
-
-    def flush(self, write: Callable[[Counter[str]], None]) -> None:
-        """``write`` everything pending; on an exception it stays pending and the error rises."""
-        amounts = self.take()
-        if not amounts:
-            return
         try:
-            write(amounts)
+            yield amounts
         except BaseException:
-            self.put_back(amounts)
+            with self._lock:
+                self._amounts.update(amounts)
             raise
+
+    def flush(self, write: Write) -> None:
+        """``write`` everything pending (nothing when nothing is)."""
+        with self.taken() as amounts:
+            if amounts:
+                write(amounts)
+
+    def flush_when_collected(self, owner: object, write: Write) -> None:
+        """Flush when ``owner`` is collected or the process exits. ``write`` must not refer to
+        ``owner``, or it would never be collected; a store gone by then loses the tally."""
+        weakref.finalize(owner, _flush_quietly, self, write)
+
+
+def _flush_quietly(pending: PendingTally, write: Write) -> None:
+    with contextlib.suppress(Exception):
+        pending.flush(write)

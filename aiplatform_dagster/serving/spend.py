@@ -6,13 +6,12 @@ the platform has one, else SQLite in the storage folder (one machine). A ledger 
 fails a query: ``add`` reports False and the caller counts the miss.
 """
 
-import contextlib
 import logging
 import sqlite3
-import weakref
 from collections import Counter
 from contextlib import closing
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -80,7 +79,7 @@ class LocalSpend:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("CREATE TABLE IF NOT EXISTS spend (month TEXT PRIMARY KEY, usd REAL)")
         self._pending = PendingTally(flush_s)
-        weakref.finalize(self, _write_quietly, path, self._pending)
+        self._pending.flush_when_collected(self, partial(_add_months, path))
 
     def add(self, usd: float) -> bool:
         return self._write() if self._pending.add(this_month(), usd) else True
@@ -98,7 +97,7 @@ class LocalSpend:
 
     def _write(self) -> bool:
         try:
-            _write(self._path, self._pending)
+            self._pending.flush(partial(_add_months, self._path))
         except sqlite3.Error as error:
             logger.warning("spend ledger not written (kept for the next try): %s", error)
             return False
@@ -111,24 +110,14 @@ def _open(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def _write(path: Path, pending: PendingTally) -> None:
+def _add_months(path: Path, spend: Counter[str]) -> None:
     """Module-level, so the finalizer holds no reference to the ledger it writes for."""
-
-    def add_months(spend: Counter[str]) -> None:
-        with closing(_open(path)) as db, db:
-            db.executemany(
-                "INSERT INTO spend VALUES (?, ?) "
-                "ON CONFLICT(month) DO UPDATE SET usd = usd + excluded.usd",
-                list(spend.items()),
-            )
-
-    pending.flush(add_months)
-
-
-def _write_quietly(path: Path, pending: PendingTally) -> None:
-    """The finalizer's write: at exit, a ledger deleted meanwhile only loses pending spend."""
-    with contextlib.suppress(sqlite3.Error):
-        _write(path, pending)
+    with closing(_open(path)) as db, db:
+        db.executemany(
+            "INSERT INTO spend VALUES (?, ?) "
+            "ON CONFLICT(month) DO UPDATE SET usd = usd + excluded.usd",
+            list(spend.items()),
+        )
 
 
 def open_spend_ledger(settings: Settings) -> SpendLedger:

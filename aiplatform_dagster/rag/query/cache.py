@@ -14,18 +14,17 @@ starting, and is left alone for ``retry_after_s`` after a failure so each query 
 on it.
 """
 
-import contextlib
 import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -209,7 +208,7 @@ class LocalResponseCache:
                 "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, count INTEGER)"
             )
         self._counts = PendingTally(counter_flush_s)
-        weakref.finalize(self, _flush_counts_quietly, self._path, self._counts)
+        self._counts.flush_when_collected(self, partial(_write_counts, self._path))
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection: sqlite3 connections must not cross threads (nor forks), and
@@ -241,12 +240,8 @@ class LocalResponseCache:
                 conn.execute("DELETE FROM entries WHERE expires_at <= ?", (now,))
                 _add_counts(conn, counts)
 
-        counts = self._counts.take()
-        try:
+        with self._counts.taken() as counts:
             self._call(store)
-        except CacheUnavailable:
-            self._counts.put_back(counts)
-            raise
 
     def stats(self) -> CacheStats:
         self._flush_counts()
@@ -260,7 +255,7 @@ class LocalResponseCache:
     def _flush_counts(self) -> None:
         """Add this process's pending counts to the shared ones; kept for later on failure."""
         try:
-            _flush_counts(self._path, self._counts)
+            self._counts.flush(partial(_write_counts, self._path))
         except sqlite3.Error:
             self._errors += 1
 
@@ -301,20 +296,10 @@ def _add_counts(conn: sqlite3.Connection, counts: Counter[str]) -> None:
     )
 
 
-def _flush_counts_quietly(path: Path, pending: PendingTally) -> None:
-    """The finalizer's flush: at exit, a cache file deleted meanwhile only loses counts."""
-    with contextlib.suppress(sqlite3.Error):
-        _flush_counts(path, pending)
-
-
-def _flush_counts(path: Path, pending: PendingTally) -> None:
+def _write_counts(path: Path, counts: Counter[str]) -> None:
     """Module-level, so the finalizer holds no reference to the cache it flushes for."""
-
-    def write(counts: Counter[str]) -> None:
-        with _connect(path) as conn, conn:
-            _add_counts(conn, counts)
-
-    pending.flush(write)
+    with _connect(path) as conn, conn:
+        _add_counts(conn, counts)
 
 
 def open_cache(
