@@ -15,7 +15,12 @@ from scipy.stats import spearmanr
 
 from aiplatform_dagster.models.embedders import OpenAIEmbedder, SentenceTransformerEmbedder
 from aiplatform_dagster.models.identity import embedder_identity
-from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder, Int8Reranker, OnnxInferenceError
+from aiplatform_dagster.models.onnx_int8 import (
+    Int8QueryEmbedder,
+    Int8Reranker,
+    OnnxInferenceError,
+    fuse_attention,
+)
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Interpolation
 from aiplatform_dagster.rag.query.retriever import RetrievedChunk
@@ -98,6 +103,41 @@ def test_int8_reranker_scores_pairs_as_cross_encoder_predict(
     assert spearmanr(scores, expected).statistic > 0.95
     assert ((scores[0::2] - scores[1::2]) > 0).all()  # every relevant passage still wins
     assert reranker.model_id == CrossEncoderReranker(str(cross_encoder_dir)).model_id
+
+
+def _op_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_the_exported_graphs_run_onnxruntimes_fused_attention(
+    cross_encoder_dir: Path, int8: Int8QueryEmbedder, int8_cache: Path
+) -> None:
+    """Unfused (exported from SDPA) the int8 reranker was slower than PyTorch on long pairs."""
+    reranker = Int8Reranker(str(cross_encoder_dir), int8_cache)
+    assert "QAttention" in _op_types(reranker.int8_path)  # int8 attention projections
+    encoder_ops = _op_types(int8.int8_path)
+    assert "Attention" in encoder_ops and "QAttention" not in encoder_ops  # float, few tokens
+    assert {"Softmax", "Erf"}.isdisjoint(encoder_ops)  # no unfused attention or GELU left
+
+
+def test_a_graph_without_attention_is_quantised_unfused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), dtype=np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    source, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    onnx.save(helper.make_model(graph), str(source))
+    assert not fuse_attention(source, fused, None)
+    assert not fused.exists()
 
 
 def _candidates() -> list[RetrievedChunk]:
