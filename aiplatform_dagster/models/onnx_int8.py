@@ -12,9 +12,9 @@ onnxruntime, and unfused attention ran 512-token reranker pairs slower than PyTo
 onnxruntime float 1264 ms, int8 MatMul-only 1087 ms, PyTorch 1029 ms). Exported eagerly it fuses
 into onnxruntime's Attention kernel, and int8 then runs them in 671 ms (1.53x PyTorch).
 
-The graph holds the whole sentence-transformers pipeline (the transformer,
-the pooling its folder configures, Normalize; for a cross-encoder, the activation ``predict``
-applies), so nothing of it is re-implemented here.
+The graph holds the whole sentence-transformers pipeline (the transformer, the pooling its
+folder configures, Normalize; for a cross-encoder, the activation ``predict`` applies), so
+nothing of it is re-implemented here.
 
 Only queries are encoded in int8: the index keeps the float model's vectors, so the int8
 embedder carries the float model's identity. Serving uses this path only when a serving release
@@ -61,7 +61,8 @@ QUANTISED_OPS: dict[Kind, list[str]] = {
 }
 """The fused Attention's projections are quantised for the reranker's 512-token pairs, where
 they are much of the time (1.38x PyTorch with MatMul only, 1.53x with both); a query is a few
-tokens, so the encoder keeps them float (same speed, query cosine min 0.991 against 0.988)."""
+tokens, so the encoder keeps them float (same speed, query cosine min 0.991 against 0.988). A
+graph where no attention fused has no Attention node, so only its MatMuls are quantised."""
 _CONTENT_DIGEST_CHARS = 16
 
 
@@ -93,11 +94,10 @@ def int8_model(folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[]
         exported = Path(scratch) / "float.onnx"
         _export(model, kind, exported)
         fused = Path(scratch) / "fused.onnx"
-        if fuse_attention(exported, fused, model.transformers_model):
-            _quantise(fused, Path(scratch) / "int8.onnx", QUANTISED_OPS[kind])
-        else:
-            _quantise(exported, Path(scratch) / "int8.onnx", ["MatMul"])
-        return install(Path(scratch) / "int8.onnx", cache_dir, stem)
+        graph = fused if fuse_attention(exported, fused, model.transformers_model) else exported
+        quantised = Path(scratch) / "int8.onnx"
+        _quantise(graph, quantised, QUANTISED_OPS[kind])
+        return install(quantised, cache_dir, stem)
 
 
 def install(onnx_file: Path, cache_dir: Path, stem: str) -> Path:

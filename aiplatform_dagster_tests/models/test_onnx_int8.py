@@ -122,7 +122,7 @@ def test_the_exported_graphs_run_onnxruntimes_fused_attention(
     assert {"Softmax", "Erf"}.isdisjoint(encoder_ops)  # no unfused attention or GELU left
 
 
-def test_a_graph_without_attention_is_quantised_unfused(tmp_path: Path) -> None:
+def test_a_graph_without_attention_is_left_unfused(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
