@@ -410,7 +410,9 @@ class LiveQueryEngine:
         router: Router,
         reranker: Reranker | None,
     ) -> QueryEngine:
-        return build_query_engine(
+        """The engine for ``target``, its models loaded before it serves: the first request
+        after a start or a swap costs what any other does."""
+        engine = build_query_engine(
             target.settings,
             release,
             embedder,
@@ -420,6 +422,8 @@ class LiveQueryEngine:
             reranker,
             answer_scope=answer_scope(target),
         )
+        engine.warm_up()
+        return engine
 
 
 def query_embedder(

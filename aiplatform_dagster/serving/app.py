@@ -7,13 +7,14 @@ to load leaves the last good one serving (``/readyz`` says why). Every response 
 ``X-Request-ID`` and every log line the same id.
 """
 
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -51,6 +52,9 @@ from aiplatform_dagster.serving.requests import (
 )
 from aiplatform_dagster.serving.spend import open_spend_ledger
 from aiplatform_dagster.serving.telemetry import configure_tracing
+
+if TYPE_CHECKING:
+    from aiplatform_dagster.rag.query.engine import Lookup
 
 logger = logging.getLogger("aiplatform.serving")
 
@@ -118,6 +122,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> Iterator[None]:
         with ExitStack() as stack:
             app.state.service = _start(settings, live_factory, open_agents, stack)
+            # What start-up loaded (models, tokenizers, indexes: millions of objects) lives as
+            # long as the process: kept out of the collector's full passes, which otherwise
+            # rescan all of it and stall requests for tens of milliseconds.
+            gc.freeze()
             stop = threading.Event()
             refresher = threading.Thread(
                 target=_refresh_loop, args=(app.state.service, stop), daemon=True
@@ -209,8 +217,14 @@ def create_app(
         ready = bool(svc.live.name)
         return JSONResponse({"ready": ready, **body}, status_code=200 if ready else 503)
 
-    @app.post("/v1/query", summary="Answer a question with cited sources.")
-    def query(body: QueryRequest, request: Request, key: query_key) -> dict[str, Any]:
+    @app.post(
+        "/v1/query",
+        summary="Answer a question with cited sources.",
+        response_model=dict[str, Any],
+    )
+    async def query(body: QueryRequest, request: Request, key: query_key) -> JSONResponse:
+        """A cached answer is served on the event loop; anything needing the models runs in a
+        worker thread (as does a lookup in a shared cache such as Redis)."""
         from aiplatform_dagster.rag.query.retriever import SearchMode
 
         svc = service(request)
@@ -225,29 +239,45 @@ def create_app(
             candidates=max(defaults.candidates, body.top_n or 0),
             use_cache=body.use_cache,
         )
+
+        def respond(lookup: "Lookup") -> JSONResponse:
+            try:
+                answer = engine.answer(lookup)
+            except (PlatformError, ValueError) as error:
+                raise HTTPException(400, str(error)) from None
+            svc.metrics.observe_answer(answer)
+            citations = [citation.doc_id for citation in answer.citations]
+            reason = review_reason(answer)
+            request_id = request.state.request_id
+            if reason:
+                svc.feedback.flag(
+                    FlaggedQuery(request_id, body.question, answer.text, release_id, reason,
+                                 citations)
+                )  # fmt: skip
+            svc.audit.record(
+                AuditEntry(request_id, key.name, "/v1/query", 200, body.question, answer.text,
+                           release_id, citations, answer.usage.cost_usd, answer.total_ms)
+            )  # fmt: skip
+            return JSONResponse(
+                {
+                    **answer.as_dict(),
+                    "release_id": release_id,
+                    "index_release": engine.retriever.release_id,
+                    "request_id": request_id,
+                    "review": reason,
+                }
+            )
+
         try:
-            answer = engine.ask(body.question, options)
+            if engine.looks_up_locally:
+                lookup = engine.look_up(body.question, options)
+            else:
+                lookup = await run_in_threadpool(engine.look_up, body.question, options)
         except (PlatformError, ValueError) as error:
             raise HTTPException(400, str(error)) from None
-        svc.metrics.observe_answer(answer)
-        citations = [citation.doc_id for citation in answer.citations]
-        reason = review_reason(answer)
-        if reason:
-            svc.feedback.flag(
-                FlaggedQuery(request.state.request_id, body.question, answer.text, release_id,
-                             reason, citations)
-            )  # fmt: skip
-        svc.audit.record(
-            AuditEntry(request.state.request_id, key.name, "/v1/query", 200, body.question,
-                       answer.text, release_id, citations, answer.usage.cost_usd, answer.total_ms)
-        )  # fmt: skip
-        return {
-            **answer.as_dict(),
-            "release_id": release_id,
-            "index_release": engine.retriever.release_id,
-            "request_id": request.state.request_id,
-            "review": reason,
-        }
+        if lookup.hit is not None:
+            return respond(lookup)
+        return await run_in_threadpool(respond, lookup)
 
     @app.post("/v1/feedback", summary="Rate an answer, correct it, or flag it for a labeller.")
     def feedback(body: FeedbackRequest, request: Request, key: query_key) -> dict[str, Any]:

@@ -51,8 +51,36 @@ def _serve(args: argparse.Namespace, settings: Any) -> int:
 
     from aiplatform_dagster.serving.app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=_log_config(),
+        access_log=False,  # the API logs each request itself, with its request id
+    )
     return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus the platform's ``aiplatform.*`` loggers at INFO on its handler
+    with a timestamp: one line per request (request id, method, path, status, duration)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["platform"] = {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    config["handlers"]["platform"] = {
+        "formatter": "platform",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["aiplatform"] = {
+        "handlers": ["platform"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
 
 
 def _create_key(args: argparse.Namespace, settings: Any) -> int:

@@ -74,5 +74,7 @@ class RequestContext:
                 route = getattr(scope.get("route"), "path", "unmatched")
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.status_code", status)
-                self.observe(scope, route, method, status, time.perf_counter() - started)
-                logger.info("%s %s %s -> %s", request_id, method, path, status)
+                seconds = time.perf_counter() - started
+                self.observe(scope, route, method, status, seconds)
+                logger.info("%s %s %s -> %s in %.1f ms", request_id, method, path, status,
+                            seconds * 1000)  # fmt: skip

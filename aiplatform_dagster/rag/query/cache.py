@@ -80,6 +80,11 @@ class CacheStats:
 
 
 class ResponseCache(Protocol):
+    local: bool
+    """True when ``get`` reads a file on this machine and never waits on the network, so a
+    server may look an answer up on its event loop (a worker thread's hand-off and its wait for
+    the interpreter lock cost a cached answer more than the lookup)."""
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored entry or None; raises CacheUnavailable when the backend fails."""
         ...
@@ -103,6 +108,8 @@ class RedisResponseCache:
     starting; each call that cannot reach it raises CacheUnavailable, and for
     ``retry_after_s`` after that, calls are skipped at once instead of waiting on timeouts.
     """
+
+    local = False
 
     def __init__(
         self,
@@ -187,6 +194,8 @@ class LocalResponseCache:
     counts. (Committing a counter on every lookup queued every cache hit of a busy API on the
     file's one write lock.)
     """
+
+    local = True
 
     def __init__(
         self, path: Path, ttl_seconds: int = DEFAULT_TTL_SECONDS, counter_flush_s: float = 1.0

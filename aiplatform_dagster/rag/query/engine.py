@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
 from aiplatform_dagster.models.llm import ChatClient, LLMError, LLMSettings
 from aiplatform_dagster.rag.ingest.chunking import TokenCounter
 from aiplatform_dagster.rag.query.accounting import QUERY_TRACER, PriceTable, StageTimer, Usage
@@ -133,6 +136,22 @@ class Answer:
         return data
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """One question after ``QueryEngine.look_up``: prepared, and the answer cache's hit if any."""
+
+    query: PreparedQuery
+    options: QueryOptions
+    timer: StageTimer
+    notes: list[str]
+    key: str | None
+    """The answer cache's key; None when this query does not use the cache."""
+    cache: ResponseCache | None
+    """Where to store the answer: None when the lookup just failed (noted)."""
+    hit: Answer | None
+    span: Span
+
+
 class QueryEngine:
     """Answers questions over the materialised indexes."""
 
@@ -165,6 +184,11 @@ class QueryEngine:
         self._answer_scope = answer_scope
         """Names everything besides the question and options that decides an answer; None
         turns the answer cache off (an engine whose release or models are not pinned)."""
+
+    @property
+    def looks_up_locally(self) -> bool:
+        """``look_up`` waits on no network service (no answer cache, or a local one)."""
+        return self.cache is None or self.cache.local
 
     def warm_up(self) -> None:
         """Load the embedding and reranking models and the tokenizer now, so stage timings show
@@ -215,9 +239,41 @@ class QueryEngine:
 
         One ``rag.query`` span (stages nested in it) with the route, the answer's kind, tokens
         and cost, when the application configured OpenTelemetry."""
-        with QUERY_TRACER.start_as_current_span("rag.query") as span:
-            answer = self._ask(question, options)
-            span.set_attributes(
+        return self.answer(self.look_up(question, options))
+
+    def look_up(self, question: str, options: QueryOptions | None = None) -> Lookup:
+        """The first step of ``ask``: the question prepared and looked up in the answer cache.
+
+        No model runs here, so a server can take a hit without handing the request to a worker
+        thread (``answer`` then only finishes it). The ``rag.query`` span starts here and ends
+        in ``answer``, which must follow."""
+        options = options or self.defaults
+        span = QUERY_TRACER.start_span("rag.query")
+        timer = StageTimer()
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                with timer.stage("preprocess"):
+                    query = prepare_query(question)
+                key = self._answer_key(query.text, options)
+                notes: list[str] = []
+                if query.truncated:
+                    notes.append(f"question truncated to {len(query.text)} characters")
+                cache, hit = self.cache, None
+                if key is not None and cache is not None:
+                    with timer.stage("answer_cache"):
+                        stored, cache = _lookup(cache, key, notes)
+                    if stored is not None:
+                        hit = _cached_answer(stored, timer, notes)
+        except BaseException:
+            span.end()  # use_span recorded the exception
+            raise
+        return Lookup(query, options, timer, notes, key, cache, hit, span)
+
+    def answer(self, lookup: Lookup) -> Answer:
+        """The answer to a looked-up question: the cache's, or routed, retrieved and generated."""
+        with trace.use_span(lookup.span, end_on_exit=True):
+            answer = lookup.hit if lookup.hit is not None else self._generate(lookup)
+            lookup.span.set_attributes(
                 {
                     "rag.release_id": self.retriever.release_id or "",
                     "rag.route": answer.route.mode.value,
@@ -230,21 +286,12 @@ class QueryEngine:
                     "llm.cost_usd": answer.usage.cost_usd,
                 }
             )
-            return answer
+        if self._on_answer is not None:
+            self._on_answer(answer)
+        return answer
 
-    def _ask(self, question: str, options: QueryOptions | None) -> Answer:
-        options = options or self.defaults
-        timer = StageTimer()
-        with timer.stage("preprocess"):
-            query = prepare_query(question)
-        notes = [f"question truncated to {len(query.text)} characters"] if query.truncated else []
-        answer_key = self._answer_key(query.text, options)
-        cache = self.cache
-        if answer_key is not None and cache is not None:
-            with timer.stage("answer_cache"):
-                hit, cache = _lookup(cache, answer_key, notes)
-            if hit is not None:
-                return self._answered(_cached_answer(hit, timer, notes))
+    def _generate(self, lookup: Lookup) -> Answer:
+        query, options, timer, notes = lookup.query, lookup.options, lookup.timer, lookup.notes
         with timer.stage("route"):
             decision = self.route(query, options)
         with timer.stage("retrieve"):
@@ -280,13 +327,8 @@ class QueryEngine:
             total_ms=timer.total_ms,
             notes=notes,
         )
-        if answer_key is not None and cache is not None and not answer.llm_failed:
-            _store(cache, answer_key, _cacheable(answer), notes)
-        return self._answered(answer)
-
-    def _answered(self, answer: Answer) -> Answer:
-        if self._on_answer is not None:
-            self._on_answer(answer)
+        if lookup.key is not None and lookup.cache is not None and not answer.llm_failed:
+            _store(lookup.cache, lookup.key, _cacheable(answer), notes)
         return answer
 
     def _answer_key(self, question: str, options: QueryOptions) -> str | None:

@@ -171,6 +171,30 @@ def test_a_repeated_question_is_answered_from_the_answer_cache_without_retrieval
     assert requests == 1 and recorded == [first, again]  # the query log sees both
 
 
+def test_look_up_holds_a_cached_answer_and_a_miss_is_looked_up_once(
+    sample_retriever, embedder, tmp_path: Path
+) -> None:
+    """What the API relies on to serve a hit on its event loop and a miss in a worker thread."""
+    question = next(iter(KNOWN_ANSWERS))
+    cache = LocalResponseCache(tmp_path / "cache.sqlite")
+    with FakeOpenAIServer() as server:
+        engine = llm_engine(sample_retriever, embedder, server, cache, answer_scope="s-1")
+        missed = engine.look_up(question)
+        first = engine.answer(missed)
+        found = engine.look_up(question)
+        again = engine.answer(found)
+        requests = len(server.chat_requests())
+    assert missed.hit is None and first.kind is AnswerKind.GENERATED
+    assert found.hit is not None and again.kind is AnswerKind.CACHED
+    assert (again.text, again.citations) == (first.text, first.citations) and requests == 1
+    stats = cache.stats()
+    # misses: the answer cache's once (answering did not look again) and the model reply's
+    assert (stats.hits, stats.misses) == (1, 2)
+    assert engine.looks_up_locally
+    assert not llm_engine(sample_retriever, embedder, server, RedisResponseCache("redis://x"),
+                          answer_scope="s-1").looks_up_locally  # fmt: skip
+
+
 def test_the_answer_cache_is_scoped_to_the_release_the_options_and_the_request(
     sample_retriever, embedder, tmp_path: Path
 ) -> None:
