@@ -136,16 +136,23 @@ class OpenAIChatClient:
     ) -> ChatTurn:
         """One assistant turn; with ``tools`` (OpenAI function schemas) the model may answer
         with tool calls instead of text. Retried like ``complete``."""
+        from openai.types.chat import ChatCompletion
+
         settings = self.settings
-        extra: dict[str, Any] = {"tools": [dict(tool) for tool in tools]} if tools else {}
+        body: dict[str, Any] = {
+            "model": settings.model,
+            "messages": [dict(message) for message in messages],
+            "temperature": settings.temperature,
+            "max_tokens": max_tokens or settings.max_tokens,
+        }
+        if tools:
+            body["tools"] = [dict(tool) for tool in tools]
+        # The client's low-level post: ``chat.completions.create`` first walks every message
+        # through its typed-dict transform, a third of the interpreter time a served query spent
+        # in the client. Plain JSON messages need none; retries, auth and Azure's deployment
+        # routing are the client's, as with ``create``.
         response = call_with_retries(
-            lambda: self._client.chat.completions.create(
-                model=settings.model,
-                messages=[dict(message) for message in messages],
-                temperature=settings.temperature,
-                max_tokens=max_tokens or settings.max_tokens,
-                **extra,
-            ),
+            lambda: self._client.post("/chat/completions", body=body, cast_to=ChatCompletion),
             RetryPolicy(settings.timeout_s, settings.max_retries, settings.backoff_s),
             f"LLM endpoint {settings.endpoint} (model {settings.model!r})",
             LLM_VARIABLES[bool(settings.azure_endpoint)],
