@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, Validati
 from pydantic.fields import FieldInfo
 
 from aiplatform_dagster.errors import PlatformError
+from aiplatform_dagster.models.onnx_inference import Inference
 from aiplatform_dagster.rag.query.retriever import FusionMethod
 
 SAMPLE_CORPUS_DIR = Path(__file__).resolve().parent / "sample_corpus"
@@ -212,17 +213,18 @@ class QuerySettings(Section):
         default=None,
         description="Trained router, e.g. models:/query_router@champion (unset: the rules above).",
     )
-    int8_inference: bool = Field(
-        default=False,
-        description="Serving releases try ONNX int8 on CPU for the query encoder and the "
-        "reranker, and pin it only when the quantisation gate passes (other engines, the CLI "
-        "and evaluation run the float models).",
+    inference: Inference = Field(
+        default="torch",
+        description="How serving releases run the query encoder and the reranker on CPU: "
+        "'torch', 'onnx' (the same float model, fused into one onnxruntime graph) or "
+        "'onnx-int8' (its int8 copy). An ONNX path is pinned only when the ONNX gate passes "
+        "(other engines, the CLI and evaluation run PyTorch).",
     )
-    int8_max_ndcg_loss: float = Field(
+    onnx_max_ndcg_loss: float = Field(
         default=0.005,
         ge=0,
-        description="Largest routed nDCG@10 loss on the smoke queries, against the float "
-        "models, at which a serving release still pins the int8 path.",
+        description="Largest routed nDCG@10 loss on the smoke queries, against PyTorch, at "
+        "which a serving release still pins the ONNX path it asked for.",
     )
     price_table: FilePath | None = Field(
         default=None, alias="AIPLATFORM_PRICE_TABLE", description="JSON of USD per 1M tokens."

@@ -19,7 +19,11 @@ from aiplatform_dagster.rag.ingest.pipeline import ingest
 from aiplatform_dagster.rag.query.retriever import Retriever
 from aiplatform_dagster_tests.cross_encoder import cross_encoder_dir  # noqa: F401 (fixture)
 from aiplatform_dagster_tests.mlflow_server import mlflow_server  # noqa: F401 (fixture)
-from aiplatform_dagster_tests.onnx_int8 import broken_int8_cache, int8_cache  # noqa: F401
+from aiplatform_dagster_tests.onnx_models import (  # noqa: F401 (fixtures)
+    broken_int8_cache,
+    float_onnx_cache,
+    int8_cache,
+)
 from aiplatform_dagster_tests.postgres import POSTGRES_ADMIN_DSN  # noqa: F401 (used by tests)
 
 REDIS_URL = os.environ.get("AIPLATFORM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

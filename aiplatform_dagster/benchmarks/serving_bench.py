@@ -10,7 +10,9 @@ call's round trip, citations, metrics and the audit log. The floor is ``GET /hea
 same load: what HTTP alone costs on this machine.
 
 Measured: (1) cold: ``clients`` clients sharing the golden questions with the response cache
-off; (2) replay: a synthetic query log in which questions repeat as a Zipf distribution
+off, first with the PyTorch query encoder (the baseline), then after a hot swap to a release that
+pins the fused float ONNX encoder (``AIPLATFORM_QUERY_INFERENCE=onnx``, what the later runs
+serve); (2) replay: a synthetic query log in which questions repeat as a Zipf distribution
 (s=1.1) over the 40 golden questions, replayed with the cache on and empty at the start; the
 LLM cost the cache saved is priced at gpt-4o-mini's rates from the tokens each answer reports;
 (3) cache warm: every question again once the cache holds them all. Every request must answer
@@ -39,6 +41,7 @@ from aiplatform_dagster.evaluation.beir import load_judged_queries
 from aiplatform_dagster.evaluation.latency import percentiles
 from aiplatform_dagster.evaluation.runner import GOLDEN_DIR
 from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
+from aiplatform_dagster.models.onnx_inference import ONNX
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.ingest.documents import load_documents
 from aiplatform_dagster.rag.ingest.pipeline import ingest
@@ -70,6 +73,9 @@ def bench_serving(clients: int = 8, rounds: int = 3, replay: int = 300) -> dict[
             load = HttpLoad(base, {"Authorization": f"Bearer {key}"})
             _asked(load, questions * 2, clients, use_cache=False)  # warm-up: models, pools
             floor = floor_ms(load, clients)
+            cold_torch = _asked(load, _shuffled(questions * rounds), clients, use_cache=False)
+            _swap_to_onnx(environ, base)
+            _asked(load, questions * 2, clients, use_cache=False)  # warm-up after the swap
             cold = _asked(load, _shuffled(questions * rounds), clients, use_cache=False)
             log = _zipf_log(questions, replay)
             replayed = _asked(load, log, clients, use_cache=True)  # the cache starts empty
@@ -78,6 +84,7 @@ def bench_serving(clients: int = 8, rounds: int = 3, replay: int = 300) -> dict[
     return {
         "clients": clients,
         "floor": percentiles(floor),
+        "cold_torch": cold_torch.summary(),
         "cold": cold.summary(),
         "warm": warm.summary(),
         "replay": {
@@ -154,6 +161,20 @@ def _served(environ: dict[str, str], log: Path) -> Iterator[str]:
         finally:
             server.terminate()
             server.wait(timeout=60)
+
+
+def _swap_to_onnx(environ: dict[str, str], base: str) -> None:
+    """Publish a release pinning the fused float ONNX encoder (through its gate) and wait until
+    the running server has swapped to it."""
+    settings = load_settings({**environ, "AIPLATFORM_QUERY_INFERENCE": ONNX})
+    publication = publish_serving_release(settings, "bench")
+    if publication.flip is None or publication.manifest.inference != ONNX:
+        raise RuntimeError(f"the ONNX release was not published: {publication.decision}")
+    deadline = time.monotonic() + READY_S
+    while httpx.get(f"{base}/readyz", timeout=2).json()["release_id"] != publication.flip.release:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not swap to {publication.flip.release}")
+        time.sleep(0.2)
 
 
 def _wait_ready(base: str, server: subprocess.Popen, log: Path) -> None:

@@ -18,12 +18,11 @@ from aiplatform_dagster.models.embedders import (
 )
 from aiplatform_dagster.models.identity import embedder_identity
 from aiplatform_dagster.models.llm import LLMSettings
-from aiplatform_dagster.models.onnx_int8 import (
-    INT8,
+from aiplatform_dagster.models.onnx_inference import (
     TORCH,
     Inference,
-    Int8QueryEmbedder,
-    Int8Reranker,
+    OnnxQueryEmbedder,
+    OnnxReranker,
 )
 from aiplatform_dagster.monitoring.recorder import QueryRecorder, start_recorder
 from aiplatform_dagster.rag.index.approximate import ApproximatePolicy
@@ -46,15 +45,21 @@ REGISTRY_URI_PREFIX = "models:/"
 
 
 def build_embedder(
-    settings: Settings, built_identity: str | None = None, inference: Inference = TORCH
+    settings: Settings,
+    built_identity: str | None = None,
+    inference: Inference = TORCH,
+    yield_cpu: bool = False,
 ) -> Embedder:
     """The configured embedder. Configured as a registry alias (models:/embedder@champion), the
     version whose vectors carry ``built_identity`` (the release being read or extended), or the
-    one the alias names when no version built it. With ``inference`` "onnx-int8" (what a
-    serving release that passed the quantisation gate pins), its int8 twin encodes queries."""
+    one the alias names when no version built it. With ``inference`` "onnx" or "onnx-int8"
+    (what a serving release that passed the ONNX gate pins), its ONNX twin encodes queries;
+    ``yield_cpu`` makes that twin sleep between calls (a server's, see ``onnx_inference``)."""
     embedder = _float_embedder(settings, built_identity)
-    if inference == INT8:
-        return Int8QueryEmbedder.of(embedder, int8_cache(settings), settings.embedding.batch_size)
+    if inference != TORCH:
+        return OnnxQueryEmbedder.of(
+            embedder, onnx_cache(settings), inference, settings.embedding.batch_size, yield_cpu
+        )
     return embedder
 
 
@@ -187,7 +192,7 @@ def build_reranker(settings: Settings, inference: Inference = TORCH) -> Reranker
     """The configured cross-encoder, if any. A registry alias (models:/reranker@champion) is
     resolved through the platform's MLflow to the version it names now, downloaded once; until
     the first training registers a version, there is none (search without reranking). With
-    ``inference`` "onnx-int8", the int8 copy of its model scores the pairs."""
+    ``inference`` "onnx" or "onnx-int8", the ONNX copy of its model scores the pairs."""
     model = settings.reranker.model
     if _in_registry(model):
         from aiplatform_dagster.mlops.serving import optional_model_folder
@@ -195,8 +200,8 @@ def build_reranker(settings: Settings, inference: Inference = TORCH) -> Reranker
 
         found = optional_model_folder(mlflow_target(settings), model, model_cache(settings))
         model = str(found[1]) if found else None
-    if inference == INT8 and model and model.strip():
-        return Int8Reranker(model.strip(), int8_cache(settings))
+    if inference != TORCH and model and model.strip():
+        return OnnxReranker(model.strip(), onnx_cache(settings), inference)
     return load_reranker(model, settings.reranker.device)
 
 
@@ -230,9 +235,9 @@ def model_cache(settings: Settings) -> Path:
     return settings.paths.storage_dir / "models"
 
 
-def int8_cache(settings: Settings) -> Path:
-    """Where the int8 ONNX copies of the query models are kept, once per model digest."""
-    return model_cache(settings) / "onnx-int8"
+def onnx_cache(settings: Settings) -> Path:
+    """Where the ONNX copies of the query models are kept, once per model digest and path."""
+    return model_cache(settings) / "onnx"
 
 
 def build_query_engine(
@@ -429,8 +434,9 @@ class LiveQueryEngine:
 def query_embedder(
     settings: Settings, built_identity: str | None, inference: Inference
 ) -> Embedder:
-    """A long-running engine's embedder: concurrent requests share its model calls."""
-    return BatchingEmbedder(build_embedder(settings, built_identity, inference))
+    """A long-running engine's embedder: concurrent requests share its model calls, and an
+    ONNX encoder leaves the cores to the server's other threads between them."""
+    return BatchingEmbedder(build_embedder(settings, built_identity, inference, yield_cpu=True))
 
 
 def answer_scope(target: Target) -> str:

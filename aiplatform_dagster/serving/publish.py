@@ -3,8 +3,8 @@ live release, and flip the live pointer only if it passes.
 
 What the ``serving_release`` asset and ``aiplatform release publish`` both run. A candidate that
 pins exactly what the live release pins is not published again (no flip without a change). With
-``AIPLATFORM_QUERY_INT8_INFERENCE`` on, the candidate first runs the quantisation gate and pins
-the int8 path only if it passes; otherwise it pins the float path and its manifest says why.
+``AIPLATFORM_QUERY_INFERENCE`` set to an ONNX path, the candidate first runs the ONNX gate and
+pins that path only if it passes; otherwise it pins PyTorch and its manifest says why.
 """
 
 from collections.abc import Callable
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.evaluation.quantization_gate import QuantizationReport, quantization_gate
+from aiplatform_dagster.evaluation.onnx_gate import OnnxGateReport, onnx_gate
 from aiplatform_dagster.evaluation.runner import judged_questions_dir
 from aiplatform_dagster.evaluation.smoke import SmokeReport, smoke_evaluate
-from aiplatform_dagster.models.onnx_int8 import INT8, TORCH
+from aiplatform_dagster.models.onnx_inference import TORCH, OnnxInference
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.query.engine import QueryEngine
 from aiplatform_dagster.serving.release import (
@@ -57,7 +57,7 @@ def publish_serving_release(
     releases = open_serving_releases(settings)
     live = releases.live()
     draft = draft_manifest(settings, created_by)
-    wanted = INT8 if settings.query.int8_inference else TORCH
+    wanted = settings.query.inference
     live_manifest = _open_live(releases, live.release if live else None, log)
     if live_manifest is not None and _same(
         draft.model_copy(update={"inference": wanted}), live_manifest
@@ -66,9 +66,9 @@ def publish_serving_release(
     log(f"candidate {draft.release_id}: index {draft.index_release}, router "
         f"{draft.router or 'rules'}, reranker {draft.reranker or 'none'}")  # fmt: skip
     candidate = engine_for(settings, draft, releases)
-    if wanted == INT8:
-        draft, candidate = _gate_int8(settings, draft, candidate, releases, log)
-        if live_manifest is not None and _same(draft, live_manifest):  # int8 refused again
+    if wanted != TORCH:
+        draft, candidate = _gate_onnx(settings, wanted, draft, candidate, releases, log)
+        if live_manifest is not None and _same(draft, live_manifest):  # refused again
             return Publication(live_manifest, None, None)
     baseline = None
     if live_manifest is not None:
@@ -102,26 +102,27 @@ def engine_for(
     )
 
 
-def _gate_int8(
+def _gate_onnx(
     settings: Settings,
+    wanted: OnnxInference,
     draft: ServingManifest,
-    float_engine: QueryEngine,
+    torch_engine: QueryEngine,
     releases: ServingReleases,
     log: Callable[[str], None],
 ) -> tuple[ServingManifest, QueryEngine]:
-    """The draft pinning the int8 path and its engine if the quantisation gate passes, else the
-    float ones; the manifest records the gate either way."""
-    int8 = draft.model_copy(update={"inference": INT8})
-    max_loss = settings.query.int8_max_ndcg_loss
+    """The draft pinning the ``wanted`` ONNX path and its engine if the ONNX gate passes, else
+    the PyTorch ones; the manifest records the gate either way."""
+    onnx = draft.model_copy(update={"inference": wanted})
+    max_loss = settings.query.onnx_max_ndcg_loss
     try:
-        int8_engine = engine_for(settings, int8, releases)
-        report = quantization_gate(
-            float_engine, int8_engine, max_loss, judged_questions_dir(settings)
+        onnx_engine = engine_for(settings, onnx, releases)
+        report = onnx_gate(
+            torch_engine, onnx_engine, wanted, max_loss, judged_questions_dir(settings)
         )
-    except Exception as error:  # any failure to export or run int8 keeps the float path
-        report = QuantizationReport(max_loss, error=f"{type(error).__name__}: {error}")
-    log(f"quantisation gate: {report.decision}")
-    chosen, engine = (int8, int8_engine) if report.passed else (draft, float_engine)
+    except Exception as error:  # any failure to export or run ONNX keeps PyTorch
+        report = OnnxGateReport(wanted, max_loss, error=f"{type(error).__name__}: {error}")
+    log(f"ONNX gate: {report.decision}")
+    chosen, engine = (onnx, onnx_engine) if report.passed else (draft, torch_engine)
     return chosen.model_copy(update={"inference_gate": report.as_dict()}), engine
 
 

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aiplatform_dagster.config import Settings
 from aiplatform_dagster.errors import PlatformError
-from aiplatform_dagster.models.onnx_int8 import TORCH, Inference
+from aiplatform_dagster.models.onnx_inference import TORCH, Inference
 from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.index.lock import writer_lock
 from aiplatform_dagster.rag.index.releases import IndexRepository, new_release_id
@@ -69,10 +69,10 @@ class ServingManifest(BaseModel):
     query: dict[str, Any]
     smoke: dict[str, Any]
     inference: Inference = TORCH
-    """How the query encoder and reranker run: "onnx-int8" only when the quantisation gate
-    passed for this release (manifests from before the int8 path have none: "torch")."""
+    """How the query encoder and reranker run: an ONNX path only when the ONNX gate passed for
+    this release (manifests from before the ONNX paths have none: "torch")."""
     inference_gate: dict[str, Any] = Field(default_factory=dict)
-    """The quantisation gate's numbers and decision; empty when int8 was not asked for."""
+    """The ONNX gate's numbers and decision; empty when no ONNX path was asked for."""
 
 
 class Flip(BaseModel):

@@ -12,7 +12,7 @@ import pytest
 from aiplatform_dagster.cli import main
 from aiplatform_dagster.config import SAMPLE_CORPUS_DIR, Settings, load_settings
 from aiplatform_dagster.models.embedders import SentenceTransformerEmbedder
-from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder
+from aiplatform_dagster.models.onnx_inference import OnnxQueryEmbedder
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.factory import LiveQueryEngine
 from aiplatform_dagster.rag.index.releases import IndexRepository, Retention
@@ -30,7 +30,7 @@ from aiplatform_dagster.serving.release import (
 from aiplatform_dagster.who import cli_operator
 from aiplatform_dagster_tests.conftest import write_corpus
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
-from aiplatform_dagster_tests.onnx_int8 import INT8_COSINE_MEAN, INT8_COSINE_MIN
+from aiplatform_dagster_tests.onnx_models import INT8_COSINE_MEAN, INT8_COSINE_MIN
 
 
 @pytest.fixture
@@ -230,13 +230,13 @@ def test_the_release_commands(settings: Settings, embedder, monkeypatch, capsys)
     assert f"by {cli_operator()}" in lines[2]
 
 
-INT8_ALLOWED = {"int8_inference": True, "int8_max_ndcg_loss": 0.03}
+INT8_ALLOWED = {"inference": "onnx-int8", "onnx_max_ndcg_loss": 0.03}
 """One top-1 swap among the 40 golden queries costs about 0.009; the int8 MiniLM makes one."""
 
 
-def seed_int8(settings: Settings, cache: Path) -> None:
-    """The session's int8 files where the platform keeps them, so no test exports again."""
-    shutil.copytree(cache, factory.int8_cache(settings))
+def seed_onnx(settings: Settings, cache: Path) -> None:
+    """The session's ONNX files where the platform keeps them, so no test exports again."""
+    shutil.copytree(cache, factory.onnx_cache(settings), dirs_exist_ok=True)
 
 
 def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follows(
@@ -246,7 +246,7 @@ def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follow
     live = LiveQueryEngine(settings, follow_live(settings))
     assert type(live.engine.retriever.embedder.inner) is SentenceTransformerEmbedder
 
-    seed_int8(settings, int8_cache)
+    seed_onnx(settings, int8_cache)
     with_int8 = settings.replace(query=INT8_ALLOWED)
     publication = publish_serving_release(with_int8, "test")
     manifest, gate = publication.manifest, publication.manifest.inference_gate
@@ -255,7 +255,7 @@ def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follow
     assert gate["cosine_mean"] > INT8_COSINE_MEAN and gate["cosine_min"] > INT8_COSINE_MIN
     assert open_serving_releases(settings).open(manifest.release_id).inference == "onnx-int8"
     assert live.refresh().moved
-    assert type(live.engine.retriever.embedder.inner) is Int8QueryEmbedder
+    assert type(live.engine.retriever.embedder.inner) is OnnxQueryEmbedder
     assert live.engine.ask("What does error AIP-4031 mean?").citations
     assert publish_serving_release(with_int8, "test").flip is None  # nothing changed
 
@@ -265,21 +265,40 @@ def test_asking_for_int8_pins_it_when_the_gate_passes_and_the_live_engine_follow
     assert type(live.engine.retriever.embedder.inner) is SentenceTransformerEmbedder
 
 
-def test_a_failed_quantisation_gate_publishes_the_float_path_and_says_why(
+def test_the_float_onnx_path_is_pinned_at_no_loss_and_served_sleeping_between_calls(
+    settings: Settings, float_onnx_cache: Path
+) -> None:
+    seed_onnx(settings, float_onnx_cache)
+    with_onnx = settings.replace(query={"inference": "onnx"})  # the default allowance, 0.005
+    publication = publish_serving_release(with_onnx, "test")
+    manifest, gate = publication.manifest, publication.manifest.inference_gate
+    assert publication.flip is not None and manifest.inference == "onnx", gate
+    assert gate["loss"] == 0.0 and gate["cosine_min"] > 0.9999
+    live = LiveQueryEngine(settings, follow_live(settings))
+    encoder = live.engine.retriever.embedder.inner
+    assert type(encoder) is OnnxQueryEmbedder and encoder.onnx_path.parent == (
+        factory.onnx_cache(settings)
+    )
+    options = encoder.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert live.engine.ask("What does error AIP-4031 mean?").citations
+
+
+def test_a_failed_onnx_gate_publishes_the_pytorch_path_and_says_why(
     settings: Settings, broken_int8_cache: Path
 ) -> None:
-    seed_int8(settings, broken_int8_cache)
+    seed_onnx(settings, broken_int8_cache)
     with_int8 = settings.replace(query=INT8_ALLOWED)
     publication = publish_serving_release(with_int8, "test")
     manifest, gate = publication.manifest, publication.manifest.inference_gate
     assert publication.flip is not None  # a failed gate is not a refusal
     assert manifest.inference == "torch" and gate["passed"] is False and gate["loss"] > 0.03
-    assert gate["decision"].startswith("float models kept: routed ndcg@10")
+    assert gate["decision"].startswith("PyTorch kept: routed ndcg@10")
     again = publish_serving_release(with_int8, "test")  # the gate refuses again: no new release
     assert again.flip is None and again.manifest.release_id == manifest.release_id
 
 
-def test_a_manifest_written_before_the_int8_path_reads_as_the_float_path(
+def test_a_manifest_written_before_the_onnx_paths_reads_as_pytorch(
     settings: Settings,
 ) -> None:
     manifest = publish_serving_release(settings, "test").manifest

@@ -88,7 +88,7 @@ def release_metadata(release: "ServingManifest") -> dict[str, Any]:
         "manifest": dg.MetadataValue.json(manifest),
     }
     if manifest["inference_gate"]:
-        metadata["int8_gate"] = manifest["inference_gate"]["decision"]
+        metadata["onnx_gate"] = manifest["inference_gate"]["decision"]
     if smoke:
         metadata |= {
             "smoke_decision": smoke["decision"],

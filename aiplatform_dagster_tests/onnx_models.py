@@ -1,4 +1,5 @@
-"""The int8 copy of the packaged MiniLM, exported once per session, and a deliberately broken one.
+"""The ONNX copies of the packaged MiniLM (float and int8), exported once per session, and a
+deliberately broken int8 one.
 
 Exporting and quantising takes seconds; every test that only needs the file copies it from here.
 """
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from aiplatform_dagster.models.embedders import packaged_minilm_path
-from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder, install
+from aiplatform_dagster.models.onnx_inference import ONNX, OnnxQueryEmbedder, install
 
 INT8_COSINE_MEAN = 0.98
 INT8_COSINE_MIN = 0.95
@@ -22,7 +23,15 @@ on AVX2 without VNNI, both at mean 0.992 (the broken copy below scores under 0.9
 def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding the int8 MiniLM (the test cross-encoder joins it on first use)."""
     cache = tmp_path_factory.mktemp("onnx-int8")
-    assert Int8QueryEmbedder(packaged_minilm_path(), cache).int8_path.is_file()
+    assert OnnxQueryEmbedder(packaged_minilm_path(), cache).onnx_path.is_file()
+    return cache
+
+
+@pytest.fixture(scope="session")
+def float_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding the fused float MiniLM."""
+    cache = tmp_path_factory.mktemp("onnx-float")
+    assert OnnxQueryEmbedder(packaged_minilm_path(), cache, ONNX).onnx_path.is_file()
     return cache
 
 
@@ -33,7 +42,7 @@ def broken_int8_cache(int8_cache: Path, tmp_path_factory: pytest.TempPathFactory
     import onnx
     from onnx import numpy_helper
 
-    good = Int8QueryEmbedder(packaged_minilm_path(), int8_cache).int8_path
+    good = OnnxQueryEmbedder(packaged_minilm_path(), int8_cache).onnx_path
     model = onnx.load(str(good))
     table = max(model.graph.initializer, key=lambda tensor: int(np.prod(tensor.dims)))
     weights = numpy_helper.to_array(table)

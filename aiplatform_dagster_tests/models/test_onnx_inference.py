@@ -1,4 +1,4 @@
-"""The int8 ONNX query encoder and reranker against the float models they copy: close vectors and
+"""The ONNX query encoder and reranker against the float models they copy: close vectors and
 the same rankings, the cross-encoder's scores and blend, a cache that exports once and notices a
 damaged file. Real exports of the packaged MiniLM and the session's trained cross-encoder."""
 
@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.models.embedders import OpenAIEmbedder, SentenceTransformerEmbedder
 from aiplatform_dagster.models.identity import embedder_identity
-from aiplatform_dagster.models.onnx_int8 import (
-    Int8QueryEmbedder,
-    Int8Reranker,
+from aiplatform_dagster.models.onnx_inference import (
+    ONNX,
     OnnxInferenceError,
+    OnnxQueryEmbedder,
+    OnnxReranker,
     fuse_attention,
 )
+from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.ingest.chunking import Chunk
 from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Interpolation
 from aiplatform_dagster.rag.query.retriever import RetrievedChunk
@@ -40,12 +43,12 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def int8(embedder: SentenceTransformerEmbedder, int8_cache: Path) -> Int8QueryEmbedder:
-    return Int8QueryEmbedder.of(embedder, int8_cache)
+def int8(embedder: SentenceTransformerEmbedder, int8_cache: Path) -> OnnxQueryEmbedder:
+    return OnnxQueryEmbedder.of(embedder, int8_cache)
 
 
 def test_int8_query_vectors_are_the_float_models_within_rounding(
-    embedder: SentenceTransformerEmbedder, int8: Int8QueryEmbedder
+    embedder: SentenceTransformerEmbedder, int8: OnnxQueryEmbedder
 ) -> None:
     float_vectors, int8_vectors = embedder.encode(SENTENCES), int8.encode(SENTENCES)
     assert int8_vectors.shape == (len(SENTENCES), 384) and int8_vectors.dtype == np.float32
@@ -67,8 +70,43 @@ def test_int8_query_vectors_are_the_float_models_within_rounding(
     assert (int8.dimension, int8.max_tokens) == (embedder.dimension, embedder.max_tokens)
 
 
+QUANTISED_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "QAttention"}
+
+
+def test_the_float_onnx_path_computes_pytorchs_vectors(
+    embedder: SentenceTransformerEmbedder, float_onnx_cache: Path
+) -> None:
+    """The "onnx" path is the float model fused into one graph, not an approximation of it."""
+    onnx = OnnxQueryEmbedder.of(embedder, float_onnx_cache, ONNX)
+    vectors = onnx.encode(SENTENCES)
+    assert vectors.shape == (len(SENTENCES), 384) and vectors.dtype == np.float32
+    assert (np.sum(embedder.encode(SENTENCES) * vectors, axis=1) > 0.99999).all()
+    assert embedder_identity(onnx) == embedder_identity(embedder)
+    operators = _op_types(onnx.onnx_path)
+    assert "Attention" in operators and QUANTISED_OPS.isdisjoint(operators)
+    assert onnx.onnx_path.name.startswith("encoder-onnx-")
+
+
+def test_a_servers_onnx_encoder_sleeps_between_calls(
+    float_onnx_cache: Path, tmp_path: Path
+) -> None:
+    """Spinning onnxruntime threads took the cores the server's other threads needed (8 clients
+    on 2 cores: 95 queries/s spinning, 120 sleeping); a lone caller keeps the faster spin."""
+    settings = load_settings({"AIPLATFORM_STORAGE_DIR": str(tmp_path)})
+    shutil.copytree(float_onnx_cache, factory.onnx_cache(settings))
+    served = factory.query_embedder(settings, None, ONNX).inner
+    alone = factory.build_embedder(settings, None, ONNX)
+    assert isinstance(served, OnnxQueryEmbedder) and isinstance(alone, OnnxQueryEmbedder)
+    options = served.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(Exception, match="does not have configuration"):  # onnxruntime's default
+        alone.session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
+
+
 def test_int8_ranks_a_small_corpus_as_the_float_model(
-    embedder: SentenceTransformerEmbedder, int8: Int8QueryEmbedder
+    embedder: SentenceTransformerEmbedder, int8: OnnxQueryEmbedder
 ) -> None:
     passages = [text for _, relevant, irrelevant in TRIPLES for text in (relevant, irrelevant)]
     queries = [query for query, _, _ in TRIPLES]
@@ -96,7 +134,7 @@ def test_int8_reranker_scores_pairs_as_cross_encoder_predict(
     pairs = [
         pair for q, relevant, irrelevant in TRIPLES for pair in ((q, relevant), (q, irrelevant))
     ]
-    reranker = Int8Reranker(str(cross_encoder_dir), int8_cache, batch_size=16)
+    reranker = OnnxReranker(str(cross_encoder_dir), int8_cache, batch_size=16)
     expected, scores = reference.predict(pairs), np.asarray(reranker.scores(pairs))
     assert scores.shape == (len(pairs),)
     assert np.abs(scores - expected).max() < 0.05  # predict's sigmoid is in the graph
@@ -112,12 +150,12 @@ def _op_types(path: Path) -> set[str]:
 
 
 def test_the_exported_graphs_run_onnxruntimes_fused_attention(
-    cross_encoder_dir: Path, int8: Int8QueryEmbedder, int8_cache: Path
+    cross_encoder_dir: Path, int8: OnnxQueryEmbedder, int8_cache: Path
 ) -> None:
     """Unfused (exported from SDPA) the int8 reranker was slower than PyTorch on long pairs."""
-    reranker = Int8Reranker(str(cross_encoder_dir), int8_cache)
-    assert "QAttention" in _op_types(reranker.int8_path)  # int8 attention projections
-    encoder_ops = _op_types(int8.int8_path)
+    reranker = OnnxReranker(str(cross_encoder_dir), int8_cache)
+    assert "QAttention" in _op_types(reranker.onnx_path)  # int8 attention projections
+    encoder_ops = _op_types(int8.onnx_path)
     assert "Attention" in encoder_ops and "QAttention" not in encoder_ops  # float, few tokens
     assert {"Softmax", "Erf"}.isdisjoint(encoder_ops)  # no unfused attention or GELU left
 
@@ -160,7 +198,7 @@ def test_int8_rerank_blends_with_the_first_stage_as_the_folder_says(
     candidates = _candidates()
     query = TRIPLES[0][0]
     expected = CrossEncoderReranker(str(folder)).rerank(query, candidates, 5)
-    reranker = Int8Reranker(str(folder), int8_cache)
+    reranker = OnnxReranker(str(folder), int8_cache)
     reranked = reranker.rerank(query, candidates, 5)
     assert reranker.interpolation == Interpolation(0.5)
     assert [c.chunk.chunk_id for c in reranked] == [c.chunk.chunk_id for c in expected]
@@ -168,31 +206,31 @@ def test_int8_rerank_blends_with_the_first_stage_as_the_folder_says(
 
 
 def _int8_files(cache: Path) -> list[Path]:
-    return sorted(cache.glob("encoder-*.onnx"))
+    return sorted(cache.glob("encoder-onnx-int8-*.onnx"))
 
 
 def test_a_second_load_reads_the_cached_file_without_exporting(
-    embedder: SentenceTransformerEmbedder, int8: Int8QueryEmbedder, int8_cache: Path
+    embedder: SentenceTransformerEmbedder, int8: OnnxQueryEmbedder, int8_cache: Path
 ) -> None:
-    before = int8.int8_path.stat()
-    again = Int8QueryEmbedder.of(embedder, int8_cache)
-    assert again.int8_path == int8.int8_path
-    after = again.int8_path.stat()
+    before = int8.onnx_path.stat()
+    again = OnnxQueryEmbedder.of(embedder, int8_cache)
+    assert again.onnx_path == int8.onnx_path
+    after = again.onnx_path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert _int8_files(int8_cache) == [int8.int8_path]
+    assert _int8_files(int8_cache) == [int8.onnx_path]
     assert not list(int8_cache.glob(".export-*"))  # no scratch left behind
 
 
 def test_a_truncated_cached_file_is_exported_again(
-    embedder: SentenceTransformerEmbedder, int8: Int8QueryEmbedder, tmp_path: Path
+    embedder: SentenceTransformerEmbedder, int8: OnnxQueryEmbedder, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    damaged = cache / int8.int8_path.name
-    damaged.write_bytes(int8.int8_path.read_bytes()[:1_000_000])  # an export killed midway
+    damaged = cache / int8.onnx_path.name
+    damaged.write_bytes(int8.onnx_path.read_bytes()[:1_000_000])  # an export killed midway
     inode = damaged.stat().st_ino
 
-    fresh = Int8QueryEmbedder.of(embedder, cache)
+    fresh = OnnxQueryEmbedder.of(embedder, cache)
     vectors = fresh.encode(SENTENCES[:3])
     assert (np.sum(embedder.encode(SENTENCES[:3]) * vectors, axis=1) > 0.98).all()
     [path] = _int8_files(cache)
@@ -201,19 +239,19 @@ def test_a_truncated_cached_file_is_exported_again(
     assert not (damaged.exists() and damaged.stat().st_ino == inode)
 
 
-def test_models_the_int8_path_cannot_serve_say_so(tmp_path: Path) -> None:
+def test_models_the_onnx_paths_cannot_serve_say_so(tmp_path: Path) -> None:
     with pytest.raises(OnnxInferenceError, match="runs elsewhere"):
-        Int8QueryEmbedder.of(OpenAIEmbedder(dimension=16, api_key="k"), tmp_path)
+        OnnxQueryEmbedder.of(OpenAIEmbedder(dimension=16, api_key="k"), tmp_path)
     with pytest.raises(OnnxInferenceError, match="not one"):
-        Int8Reranker("cross-encoder/ms-marco-MiniLM-L6-v2", tmp_path)
+        OnnxReranker("cross-encoder/ms-marco-MiniLM-L6-v2", tmp_path)
     with pytest.raises(OnnxInferenceError, match="not one"):
-        Int8QueryEmbedder("sentence-transformers/all-mpnet-base-v2", tmp_path)
+        OnnxQueryEmbedder("sentence-transformers/all-mpnet-base-v2", tmp_path)
 
 
-def test_importing_the_int8_path_loads_neither_torch_nor_onnxruntime() -> None:
+def test_importing_the_onnx_paths_loads_neither_torch_nor_onnxruntime() -> None:
     """Dagster imports the code location in every process; the runtimes load on first use."""
     code = (
-        "import sys, aiplatform_dagster.models.onnx_int8, aiplatform_dagster.rag.factory; "
+        "import sys, aiplatform_dagster.models.onnx_inference, aiplatform_dagster.rag.factory; "
         "print(sorted({'torch', 'onnxruntime', 'onnx'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -1,19 +1,20 @@
-"""The quantisation gate on the golden queries over the sample corpus: the int8 MiniLM passes a
-realistic allowance, nothing passes a negative one, and a broken int8 model is refused."""
+"""The ONNX gate on the golden queries over the sample corpus: the fused float MiniLM ranks as
+PyTorch does, the int8 MiniLM passes a realistic allowance, nothing passes a negative one, and a
+broken int8 model is refused."""
 
 from pathlib import Path
 
 import pytest
 
 from aiplatform_dagster.config import load_settings
-from aiplatform_dagster.evaluation.quantization_gate import QuantizationReport, quantization_gate
+from aiplatform_dagster.evaluation.onnx_gate import OnnxGateReport, onnx_gate
 from aiplatform_dagster.models.embedders import Embedder
-from aiplatform_dagster.models.onnx_int8 import Int8QueryEmbedder, Int8Reranker
+from aiplatform_dagster.models.onnx_inference import INT8, ONNX, OnnxQueryEmbedder, OnnxReranker
 from aiplatform_dagster.rag import factory
 from aiplatform_dagster.rag.index.releases import IndexRepository
 from aiplatform_dagster.rag.query.engine import QueryEngine
 from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Reranker
-from aiplatform_dagster_tests.onnx_int8 import INT8_COSINE_MEAN, INT8_COSINE_MIN
+from aiplatform_dagster_tests.onnx_models import INT8_COSINE_MEAN, INT8_COSINE_MIN
 
 pytestmark = pytest.mark.slow
 
@@ -38,32 +39,47 @@ def float_engine(sample_repository: IndexRepository, tmp_path_factory, embedder)
 @pytest.fixture(scope="module")
 def int8_report(
     sample_repository: IndexRepository, tmp_path_factory, embedder, int8_cache: Path, float_engine
-) -> QuantizationReport:
+) -> OnnxGateReport:
     int8 = engine(
         sample_repository,
         tmp_path_factory.mktemp("int8"),
-        Int8QueryEmbedder.of(embedder, int8_cache),
+        OnnxQueryEmbedder.of(embedder, int8_cache),
         None,
     )
-    return quantization_gate(float_engine, int8, ALLOWED)
+    return onnx_gate(float_engine, int8, INT8, ALLOWED)
 
 
-def test_the_int8_minilm_passes_with_its_numbers_recorded(int8_report: QuantizationReport) -> None:
+def test_the_int8_minilm_passes_with_its_numbers_recorded(int8_report: OnnxGateReport) -> None:
     assert int8_report.passed and int8_report.inference == "onnx-int8", int8_report.decision
-    assert int8_report.queries == 40 and int8_report.float_score > 0.9
+    assert int8_report.queries == 40 and int8_report.torch_score > 0.9
     assert int8_report.loss <= ALLOWED
     assert int8_report.cosine_mean > INT8_COSINE_MEAN and int8_report.cosine_min > INT8_COSINE_MIN
     assert int8_report.encoder_speedup > 1.0
-    assert int8_report.decision.startswith("int8 models pinned: routed ndcg@10")
+    assert int8_report.decision.startswith("onnx-int8 pinned: routed ndcg@10")
     assert int8_report.as_dict()["passed"] is True
 
 
-def test_a_negative_allowance_demands_a_gain_and_keeps_the_float_models(
-    int8_report: QuantizationReport,
+def test_the_float_onnx_minilm_ranks_exactly_as_pytorch(
+    sample_repository: IndexRepository,
+    tmp_path: Path,
+    embedder,
+    float_onnx_cache: Path,
+    float_engine: QueryEngine,
 ) -> None:
-    strict = QuantizationReport(**{**int8_report.__dict__, "max_loss": -0.01})
+    """The fused float graph is PyTorch's arithmetic: no loss even at a zero allowance."""
+    onnx = OnnxQueryEmbedder.of(embedder, float_onnx_cache, ONNX)
+    report = onnx_gate(float_engine, engine(sample_repository, tmp_path, onnx, None), ONNX, 0.0)
+    assert report.passed and report.inference == "onnx", report.decision
+    assert report.loss == 0.0 and report.cosine_min > 0.9999
+    assert report.decision.startswith("onnx pinned: routed ndcg@10")
+
+
+def test_a_negative_allowance_demands_a_gain_and_keeps_the_float_models(
+    int8_report: OnnxGateReport,
+) -> None:
+    strict = OnnxGateReport(**{**int8_report.__dict__, "max_loss": -0.01})
     assert not strict.passed and strict.inference == "torch"
-    assert strict.decision.startswith("float models kept: ")
+    assert strict.decision.startswith("PyTorch kept: ")
 
 
 def test_a_broken_int8_model_is_refused(
@@ -73,9 +89,9 @@ def test_a_broken_int8_model_is_refused(
     broken_int8_cache: Path,
     float_engine: QueryEngine,
 ) -> None:
-    broken = Int8QueryEmbedder.of(embedder, broken_int8_cache)
-    report = quantization_gate(
-        float_engine, engine(sample_repository, tmp_path, broken, None), ALLOWED
+    broken = OnnxQueryEmbedder.of(embedder, broken_int8_cache)
+    report = onnx_gate(
+        float_engine, engine(sample_repository, tmp_path, broken, None), INT8, ALLOWED
     )
     assert not report.passed and report.loss > ALLOWED, report.decision
     assert report.cosine_min < 0.9
@@ -95,8 +111,8 @@ def test_the_gate_scores_the_int8_reranker_with_the_encoder(
     int8 = engine(
         sample_repository,
         tmp_path / "q",
-        Int8QueryEmbedder.of(embedder, int8_cache),
-        Int8Reranker(str(cross_encoder_dir), int8_cache),
+        OnnxQueryEmbedder.of(embedder, int8_cache),
+        OnnxReranker(str(cross_encoder_dir), int8_cache),
     )
-    report = quantization_gate(with_reranker, int8, ALLOWED)
+    report = onnx_gate(with_reranker, int8, INT8, ALLOWED)
     assert report.passed, report.decision

@@ -1,11 +1,13 @@
-"""ONNX int8 inference on CPU for the query path: the query embedder and the reranker.
+"""ONNX inference on CPU for the query path: the query embedder and the reranker.
 
 On CPU a query's encoder pass and the reranker's ten pairs are most of the query path's
 compute. The float model is exported once with ``torch.onnx.export`` (dynamic batch and
-sequence axes, eager attention), onnxruntime's transformer optimizer fuses its attention and
-layer norms, the MatMul and fused Attention weights are quantised to int8 per channel by
-onnxruntime's dynamic quantisation, and the file is cached on disk under a digest of the model
-folder, so every later process only loads it.
+sequence axes, eager attention) and onnxruntime's transformer optimizer fuses its attention and
+layer norms. That fused float graph is the "onnx" path: the float model's arithmetic, in one
+onnxruntime call instead of PyTorch's many small kernels (a served query's encoder pass holds
+the interpreter far less). The "onnx-int8" path also quantises the MatMul and fused Attention
+weights to int8 per channel with onnxruntime's dynamic quantisation. Each file is cached on
+disk under a digest of the model folder, so every later process only loads it.
 
 Why the fusion: the graph exported from transformers' SDPA attention is not recognised by
 onnxruntime, and unfused attention ran 512-token reranker pairs slower than PyTorch (10 pairs:
@@ -16,9 +18,9 @@ The graph holds the whole sentence-transformers pipeline (the transformer, the p
 folder configures, Normalize; for a cross-encoder, the activation ``predict`` applies), so
 nothing of it is re-implemented here.
 
-Only queries are encoded in int8: the index keeps the float model's vectors, so the int8
-embedder carries the float model's identity. Serving uses this path only when a serving release
-pins it, after ``evaluation/quantization_gate.py`` measured what it costs in nDCG@10.
+Only queries are encoded through ONNX: the index keeps the PyTorch model's vectors, so the ONNX
+embedder carries the float model's identity. Serving uses either path only when a serving
+release pins it, after ``evaluation/onnx_gate.py`` measured what it costs in nDCG@10.
 
 onnxruntime and torch are imported on first use: Dagster imports this package in every process.
 """
@@ -48,11 +50,14 @@ from aiplatform_dagster.models.identity import folder_digest
 from aiplatform_dagster.rag.index.atomic import write_atomically
 from aiplatform_dagster.rag.query.rerank import CrossEncoderReranker, Interpolation
 
-Inference = Literal["torch", "onnx-int8"]
+Inference = Literal["torch", "onnx", "onnx-int8"]
+"""How the query encoder and reranker run: PyTorch, the fused float ONNX graph, or its int8 copy."""
 TORCH: Inference = "torch"
+ONNX: Inference = "onnx"
 INT8: Inference = "onnx-int8"
+OnnxInference = Literal["onnx", "onnx-int8"]
 Kind = Literal["encoder", "cross-encoder"]
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 """Part of every cache file's name: bump it when the export changes, so old files are not read."""
 OPSET = 17
 QUANTISED_OPS: dict[Kind, list[str]] = {
@@ -67,20 +72,27 @@ _CONTENT_DIGEST_CHARS = 16
 
 
 class OnnxInferenceError(PlatformError):
-    """The int8 path cannot serve this model; the message says why and what runs instead."""
+    """The ONNX path cannot serve this model; the message says why and what runs instead."""
 
 
-def int8_model(folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[], Any]) -> Path:
-    """The cached int8 ONNX file of the model in ``folder``, exported and quantised on a miss.
+def onnx_model(
+    folder: str,
+    kind: Kind,
+    inference: OnnxInference,
+    cache_dir: Path,
+    load_float: Callable[[], Any],
+) -> Path:
+    """The cached ONNX file of the model in ``folder`` for ``inference`` (the fused float graph,
+    or its int8 copy), exported, fused and quantised on a miss.
 
-    Files are named ``{kind}-{weights digest}-v{EXPORT_VERSION}-{content digest}.onnx``: a
-    file whose bytes do not match its name (truncated, corrupt) is deleted and exported again.
+    Files are named ``{kind}-{inference}-{weights digest}-v{EXPORT_VERSION}-{content digest}.onnx``:
+    a file whose bytes do not match its name (truncated, corrupt) is deleted and exported again.
     Concurrent exporters each write a scratch file and rename it into place, so a reader sees
     a complete file or none. ``load_float`` gives the float model, only called on a miss (a
     hit never loads torch).
     """
     cache_dir = Path(cache_dir)
-    stem = f"{kind}-{folder_digest(folder)[:16]}-v{EXPORT_VERSION}"
+    stem = f"{kind}-{inference}-{folder_digest(folder)[:16]}-v{EXPORT_VERSION}"
     for cached in sorted(cache_dir.glob(f"{stem}-*.onnx")):
         try:
             if _intact(str(cached), *_signature(cached)):
@@ -95,9 +107,11 @@ def int8_model(folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[]
         _export(model, kind, exported)
         fused = Path(scratch) / "fused.onnx"
         graph = fused if fuse_attention(exported, fused, model.transformers_model) else exported
-        quantised = Path(scratch) / "int8.onnx"
-        _quantise(graph, quantised, QUANTISED_OPS[kind])
-        return install(quantised, cache_dir, stem)
+        if inference == INT8:
+            quantised = Path(scratch) / "int8.onnx"
+            _quantise(graph, quantised, QUANTISED_OPS[kind])
+            graph = quantised
+        return install(graph, cache_dir, stem)
 
 
 def install(onnx_file: Path, cache_dir: Path, stem: str) -> Path:
@@ -220,35 +234,55 @@ def _quantise(source: Path, target: Path, op_types: list[str]) -> None:
 
 
 @lru_cache(maxsize=8)
-def _session(path: str) -> Any:
-    """One onnxruntime session per file and process, on every core (files never change)."""
+def _session(path: str, yield_cpu: bool) -> Any:
+    """One onnxruntime session per file, mode and process, on every core (files never change).
+
+    ``yield_cpu``: the worker threads sleep between runs instead of spinning. Spinning wins a
+    lone caller a few milliseconds, but in a server whose other threads (HTTP, search, the
+    LLM client) need the same cores it burns them: 8 clients on 2 cores were served at 95
+    queries/s spinning and 120 sleeping, with the float encoder.
+    """
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if yield_cpu:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-class _Int8Model:
-    """A cached int8 file, its session and the model folder's own tokenizer."""
+class _OnnxModel:
+    """A cached ONNX file, its session and the model folder's own tokenizer."""
 
     def __init__(
-        self, folder: str, kind: Kind, cache_dir: Path, load_float: Callable[[], Any]
+        self,
+        folder: str,
+        kind: Kind,
+        inference: OnnxInference,
+        cache_dir: Path,
+        load_float: Callable[[], Any],
+        yield_cpu: bool = False,
     ) -> None:
+        if inference not in (ONNX, INT8):
+            raise OnnxInferenceError(f"{inference!r} is not an ONNX path: use {ONNX!r} or {INT8!r}")
         self._folder = folder
         self._kind = kind
+        self._inference = inference
         self._cache_dir = Path(cache_dir)
         self._load_float = load_float
+        self._yield_cpu = yield_cpu
         self._lock = threading.Lock()  # a fast tokenizer refuses concurrent padded calls
 
     @cached_property
     def path(self) -> Path:
-        return int8_model(self._folder, self._kind, self._cache_dir, self._load_float)
+        return onnx_model(
+            self._folder, self._kind, self._inference, self._cache_dir, self._load_float
+        )
 
     @cached_property
     def session(self) -> Any:
-        return _session(str(self.path))
+        return _session(str(self.path), self._yield_cpu)
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -270,72 +304,95 @@ class _Int8Model:
         return self.session.run(None, feed)[0]
 
 
-class Int8QueryEmbedder(SentenceTransformerEmbedder):
-    """Encodes queries with the int8 copy of a sentence-transformers model.
+class OnnxQueryEmbedder(SentenceTransformerEmbedder):
+    """Encodes queries with the ONNX copy (float or int8) of a sentence-transformers model.
 
     Its ``model_id`` and weights folder are the float model's, so it reads the releases that
-    model built (their vectors stay float32); only the query side is quantised.
+    model built (their vectors stay PyTorch's); only the query side runs through onnxruntime.
     """
 
     def __init__(
         self,
         model_path: str,
         cache_dir: Path,
+        inference: OnnxInference = INT8,
         batch_size: int = 64,
         name: str | None = None,
+        yield_cpu: bool = False,
     ) -> None:
         if not Path(model_path).is_dir():
             raise OnnxInferenceError(
-                f"the int8 query encoder needs the embedder's weights in a local folder, and "
-                f"{model_path!r} is not one (a hub name?): the float model serves instead"
+                f"the {inference} query encoder needs the embedder's weights in a local folder, "
+                f"and {model_path!r} is not one (a hub name?): the PyTorch model serves instead"
             )
         super().__init__(model_path, "cpu", batch_size, name)
-        self._int8 = _Int8Model(model_path, "encoder", cache_dir, lambda: self.model)
+        self._onnx = _OnnxModel(
+            model_path, "encoder", inference, cache_dir, lambda: self.model, yield_cpu
+        )
 
     @classmethod
-    def of(cls, embedder: Embedder, cache_dir: Path, batch_size: int = 64) -> "Int8QueryEmbedder":
-        """The int8 twin of a configured embedder; only local sentence-transformers models."""
+    def of(
+        cls,
+        embedder: Embedder,
+        cache_dir: Path,
+        inference: OnnxInference = INT8,
+        batch_size: int = 64,
+        yield_cpu: bool = False,
+    ) -> "OnnxQueryEmbedder":
+        """The ONNX twin of a configured embedder; only local sentence-transformers models."""
         if not isinstance(embedder, SentenceTransformerEmbedder):
             raise OnnxInferenceError(
-                f"the int8 path quantises local sentence-transformers models; the embedder "
-                f"{embedder.model_id} runs elsewhere: the float path serves instead"
+                f"the {inference} path exports local sentence-transformers models; the embedder "
+                f"{embedder.model_id} runs elsewhere: the PyTorch path serves instead"
             )
-        return cls(embedder.model_path, cache_dir, batch_size, embedder.name)
+        return cls(embedder.model_path, cache_dir, inference, batch_size, embedder.name, yield_cpu)
 
     @property
-    def int8_path(self) -> Path:
-        """The cached int8 file (exported on first use)."""
-        return self._int8.path
+    def onnx_path(self) -> Path:
+        """The cached ONNX file (exported on first use)."""
+        return self._onnx.path
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime session: its options and providers say how the encoder runs."""
+        return self._onnx.session
 
     @property
     def dimension(self) -> int:
-        return int(self._int8.session.get_outputs()[0].shape[1])
+        return int(self._onnx.session.get_outputs()[0].shape[1])
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         return encode_by_length(
             texts,
-            lambda batch: self._int8.run(batch, None, self.max_tokens + 2),
+            lambda batch: self._onnx.run(batch, None, self.max_tokens + 2),
             self._batch_size,
             self.dimension,
             progress,
         )
 
 
-class Int8Reranker(CrossEncoderReranker):
-    """A cross-encoder reranker whose scores come from the int8 copy of its model; the blend
-    with the first-stage score is the folder's, as for the float reranker."""
+class OnnxReranker(CrossEncoderReranker):
+    """A cross-encoder reranker whose scores come from the ONNX copy (float or int8) of its
+    model; the blend with the first-stage score is the folder's, as for the PyTorch reranker."""
 
     def __init__(
-        self, model: str, cache_dir: Path, batch_size: int = 32, max_length: int = 512
+        self,
+        model: str,
+        cache_dir: Path,
+        inference: OnnxInference = INT8,
+        batch_size: int = 32,
+        max_length: int = 512,
     ) -> None:
         if not Path(model).expanduser().is_dir():
             raise OnnxInferenceError(
-                f"the int8 reranker needs the cross-encoder in a local folder (a registry "
-                f"version is downloaded to one), and {model!r} is not one: the float path "
+                f"the {inference} reranker needs the cross-encoder in a local folder (a registry "
+                f"version is downloaded to one), and {model!r} is not one: the PyTorch path "
                 "serves instead"
             )
         super().__init__(str(Path(model).expanduser()), "cpu", batch_size, max_length)
-        self._int8 = _Int8Model(self._source, "cross-encoder", cache_dir, lambda: self.model)
+        self._onnx = _OnnxModel(
+            self._source, "cross-encoder", inference, cache_dir, lambda: self.model
+        )
 
     @cached_property
     def interpolation(self) -> Interpolation:
@@ -343,13 +400,13 @@ class Int8Reranker(CrossEncoderReranker):
         return Interpolation.load(Path(self._source))
 
     @property
-    def int8_path(self) -> Path:
-        return self._int8.path
+    def onnx_path(self) -> Path:
+        return self._onnx.path
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> Sequence[float]:
         scores: list[float] = []
         for start in range(0, len(pairs), self._batch_size):
             batch = pairs[start : start + self._batch_size]
             queries, passages = [q for q, _ in batch], [p for _, p in batch]
-            scores.extend(self._int8.run(queries, passages, self._max_length).tolist())
+            scores.extend(self._onnx.run(queries, passages, self._max_length).tolist())
         return scores
