@@ -387,6 +387,22 @@ class ServingSettings(Section):
     )
 
 
+class ExecutionSettings(Section):
+    prefix: ClassVar[str] = "AIPLATFORM_EXECUTION_"
+    executor: Literal["multiprocess", "k8s"] = Field(
+        default="multiprocess",
+        description="How Dagster runs a run's steps: 'multiprocess' (one process each, on this "
+        "machine or in the run's pod) or 'k8s' (each step its own Kubernetes Job on the node "
+        "pool its compute profile names; the production Helm values set it).",
+    )
+    max_concurrent_gpu_steps: int = Field(
+        default=1,
+        gt=0,
+        description="GPU steps one run may have at once under the k8s executor (runs are "
+        "limited across the deployment by the run queue's tag limits).",
+    )
+
+
 class Settings(BaseModel):
     """Everything the platform reads, grouped by what it configures."""
 
@@ -407,6 +423,7 @@ class Settings(BaseModel):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     agents: AgentSettings = Field(default_factory=AgentSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    execution: ExecutionSettings = Field(default_factory=ExecutionSettings)
 
     def replace(self, **sections: Mapping[str, Any]) -> "Settings":
         """A copy with fields of named sections replaced, validated like the environment."""

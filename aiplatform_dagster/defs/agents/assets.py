@@ -18,7 +18,7 @@ from aiplatform_dagster.agents.definitions import AgentRegistry, RegistryError, 
 from aiplatform_dagster.agents.evaluation import TaskResult, load_suite, run_suite
 from aiplatform_dagster.agents.threads import ThreadIndex, open_thread_index
 from aiplatform_dagster.config import Settings
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, on_profile
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag import factory
@@ -41,7 +41,7 @@ def registry_of(settings: Settings) -> AgentRegistry:
     owners=OWNERS,
     kinds={"yaml"},
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def agent_registry(platform: PlatformResource) -> dg.MaterializeResult:
     """The agent definitions (AIPLATFORM_AGENTS_REGISTRY, else the packaged registry.yaml),
@@ -107,7 +107,7 @@ class AgentEvalConfig(dg.Config):
     kinds={"langgraph", "openai"},
     deps=[agent_registry],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def agent_eval(
     context: dg.AssetExecutionContext, config: AgentEvalConfig, platform: PlatformResource
@@ -165,7 +165,7 @@ def agent_eval(
     owners=OWNERS,
     kinds={"langgraph"},
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def agent_escalations(platform: PlatformResource) -> dg.MaterializeResult:
     """Agent threads waiting for a human, with why and since when.
@@ -215,7 +215,7 @@ class CheckpointRetentionConfig(dg.Config):
     owners=OWNERS,
     kinds={"langgraph"},
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def checkpoint_retention(
     context: dg.AssetExecutionContext, config: CheckpointRetentionConfig, platform: PlatformResource

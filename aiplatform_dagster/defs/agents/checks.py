@@ -3,12 +3,12 @@
 import dagster as dg
 
 from aiplatform_dagster.defs.agents.assets import agent_registry, registry_of
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, check_on_profile
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 
 
-@dg.asset_check(asset=agent_registry, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=agent_registry, blocking=True, **check_on_profile(CPU_SMALL))
 def agent_registry_is_consistent(platform: PlatformResource) -> dg.AssetCheckResult:
     """Every tool an agent lists exists and its permissions allow it; approvals name its own
     tools; delegates exist; a hierarchical agent names some.

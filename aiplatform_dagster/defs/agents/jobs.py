@@ -9,7 +9,7 @@ from pydantic import Field
 
 from aiplatform_dagster.agents.threads import Decision, approval_of
 from aiplatform_dagster.defs.agents.assets import checkpoint_retention
-from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.compute import CPU_SMALL, op_on_profile
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.errors import PlatformError
 
@@ -17,7 +17,7 @@ FAILED_STATUSES = frozenset({"failed", "budget_exceeded"})
 """Resumed workflows that end so fail the op; partial and rejected are outcomes, not errors."""
 
 
-@dg.op(tags=pool_op_tags(ComputePool.CPU), pool=ComputePool.CPU.value)
+@dg.op(**op_on_profile(CPU_SMALL))
 def migrate_agent_store_op(context: dg.OpExecutionContext, platform: PlatformResource) -> None:
     """Create or upgrade the checkpoint tables and the thread index (safe to run again)."""
     from aiplatform_dagster.agents.checkpoints import migrate
@@ -43,7 +43,7 @@ class ResumeConfig(dg.Config):
     note: str = Field(default="", description="Why; the workflow and its trace keep it.")
 
 
-@dg.op(tags=pool_op_tags(ComputePool.CPU), pool=ComputePool.CPU.value)
+@dg.op(**op_on_profile(CPU_SMALL))
 def resume_agent_thread_op(
     context: dg.OpExecutionContext, config: ResumeConfig, platform: PlatformResource
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, on_profile
 from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
@@ -52,7 +52,7 @@ class RetrievalEvalConfig(dg.Config):
     kinds={"python"},
     deps=[current_release],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
     automation_condition=dg.AutomationCondition.eager(),
 )
 def retrieval_eval(
@@ -134,7 +134,7 @@ class AnswerEvalConfig(dg.Config):
     kinds={"openai"},
     deps=[current_release],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def answer_eval(
     context: dg.AssetExecutionContext, config: AnswerEvalConfig, platform: PlatformResource

@@ -5,7 +5,7 @@ import hashlib
 
 import dagster as dg
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, on_profile
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.serving.feedback import open_feedback_store
@@ -19,7 +19,7 @@ OWNERS = ["team:ml-platform"]
     owners=OWNERS,
     kinds={"python"},
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def labelling_queue(platform: PlatformResource) -> dg.MaterializeResult:
     """Answers waiting for a human label: those the API flagged as low confidence (nothing

@@ -12,7 +12,7 @@ from collections import Counter
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, CPU_SMALL, GPU_T4, on_profile
 from aiplatform_dagster.defs.ingestion.builds import BUILD_ID, run_build
 from aiplatform_dagster.defs.metadata import histogram, markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
@@ -54,7 +54,7 @@ class SourceDocumentsConfig(dg.Config):
     owners=OWNERS,
     kinds={"python", "parquet"},
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def source_documents(
     context: dg.AssetExecutionContext, config: SourceDocumentsConfig, platform: PlatformResource
@@ -122,7 +122,7 @@ class DocumentChunksConfig(dg.Config):
     kinds={"python", "parquet"},
     deps=[source_documents],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def document_chunks(
     context: dg.AssetExecutionContext, config: DocumentChunksConfig, platform: PlatformResource
@@ -188,7 +188,7 @@ def document_chunks(
     kinds={"pytorch", "numpy"},
     deps=[document_chunks],
     code_version="1",
-    **on_pool(ComputePool.GPU),
+    **on_profile(GPU_T4),
 )
 def chunk_embeddings(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -230,7 +230,7 @@ def chunk_embeddings(
     kinds={"python", "scipy"},
     deps=[document_chunks],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def bm25_index(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -259,7 +259,7 @@ def bm25_index(
     kinds={"python", "faiss"},
     deps=[chunk_embeddings, bm25_index],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def index_release(
     context: dg.AssetExecutionContext, platform: PlatformResource
@@ -314,7 +314,7 @@ def index_release(
     kinds={"python"},
     deps=[index_release],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def current_release(
     context: dg.AssetExecutionContext, platform: PlatformResource

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, check_on_profile
 from aiplatform_dagster.defs.ingestion.assets import (
     chunk_embeddings,
     document_chunks,
@@ -16,7 +16,7 @@ from aiplatform_dagster.rag.index.verify import verify_release
 from aiplatform_dagster.rag.ingest.quality import check_chunks, check_embeddings
 
 
-@dg.asset_check(asset=document_chunks, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=document_chunks, blocking=True, **check_on_profile(CPU_SMALL))
 def chunks_are_valid(
     context: dg.AssetCheckExecutionContext, platform: PlatformResource
 ) -> dg.AssetCheckResult:
@@ -30,7 +30,7 @@ def chunks_are_valid(
     return quality_check_result(check_chunks(build.chunks(), doc_ids, max_tokens))
 
 
-@dg.asset_check(asset=chunk_embeddings, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=chunk_embeddings, blocking=True, **check_on_profile(CPU_SMALL))
 def embeddings_are_valid(
     context: dg.AssetCheckExecutionContext, platform: PlatformResource
 ) -> dg.AssetCheckResult:
@@ -47,7 +47,7 @@ def embeddings_are_valid(
     )
 
 
-@dg.asset_check(asset=index_release, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=index_release, blocking=True, **check_on_profile(CPU_SMALL))
 def release_is_consistent(
     context: dg.AssetCheckExecutionContext, platform: PlatformResource
 ) -> dg.AssetCheckResult:

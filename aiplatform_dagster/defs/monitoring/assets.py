@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, on_profile
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.monitoring.drift import (
@@ -57,7 +57,7 @@ class DriftReportConfig(dg.Config):
     kinds={"scipy", "parquet"},
     partitions_def=DAILY,
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_SMALL),
 )
 def query_drift_report(
     context: dg.AssetExecutionContext, config: DriftReportConfig, platform: PlatformResource

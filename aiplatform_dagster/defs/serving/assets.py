@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, on_profile
 from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
 from aiplatform_dagster.defs.resources import PlatformResource
@@ -41,7 +41,7 @@ never before ingestion has made a ``current`` release."""
     automation_condition=AUTOMATION,
     output_required=False,
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def serving_release(
     context: dg.AssetExecutionContext, platform: PlatformResource

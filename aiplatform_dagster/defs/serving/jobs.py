@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, pool_op_tags
+from aiplatform_dagster.defs.compute import CPU_SMALL, op_on_profile
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.defs.serving.assets import (
     DAGSTER_RUN,
@@ -22,7 +22,7 @@ class RollbackConfig(dg.Config):
     )
 
 
-@dg.op(tags=pool_op_tags(ComputePool.CPU), pool=ComputePool.CPU.value)
+@dg.op(**op_on_profile(CPU_SMALL))
 def rollback_serving_release_op(
     context: dg.OpExecutionContext, config: RollbackConfig, platform: PlatformResource
 ) -> None:

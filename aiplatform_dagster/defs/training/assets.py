@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from aiplatform_dagster.config import Settings
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, on_profile
 from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.mlops.names import ROUTER
@@ -61,7 +61,7 @@ class LabelledDataConfig(dg.Config):
     kinds={"python", "parquet"},
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def router_training_data(
     context: dg.AssetExecutionContext, config: LabelledDataConfig, platform: PlatformResource
@@ -144,7 +144,7 @@ class RouterModelConfig(dg.Config):
     deps=[router_training_data],
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.CPU),  # a logistic regression: a GPU would only add start-up time
+    **on_profile(CPU_LARGE),  # a logistic regression: a GPU would only add start-up time
 )
 def query_router_model(
     context: dg.AssetExecutionContext, config: RouterModelConfig, mlflow: MlflowResource
@@ -223,7 +223,7 @@ class ValidationConfig(dg.Config):
     kinds={"python", "mlflow"},
     deps=[query_router_model],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def query_router_validation(
     context: dg.AssetExecutionContext,

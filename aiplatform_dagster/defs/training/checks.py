@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_SMALL, check_on_profile
 from aiplatform_dagster.defs.metadata import latest_metadata_value, quality_check_result
 from aiplatform_dagster.defs.training.assets import latest_training_data, router_training_data
 from aiplatform_dagster.defs.training.embedder import PAIRS_PATH, retrieval_training_pairs
 
 
-@dg.asset_check(asset=router_training_data, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=router_training_data, blocking=True, **check_on_profile(CPU_SMALL))
 def router_training_data_is_valid(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     """Unique queries, known splits and labels, scores in [0, 1], positive weights.
 
@@ -22,7 +22,7 @@ def router_training_data_is_valid(context: dg.AssetCheckExecutionContext) -> dg.
     return quality_check_result(check_router_frame(pd.read_parquet(path)))
 
 
-@dg.asset_check(asset=retrieval_training_pairs, blocking=True, **on_pool(ComputePool.CPU))
+@dg.asset_check(asset=retrieval_training_pairs, blocking=True, **check_on_profile(CPU_SMALL))
 def retrieval_training_pairs_are_valid(
     context: dg.AssetCheckExecutionContext,
 ) -> dg.AssetCheckResult:

@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, GPU_T4, on_profile
 from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.defs.training.assets import (
@@ -37,7 +37,7 @@ SPLIT = "split"
     kinds={"python", "parquet"},
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def retrieval_training_pairs(
     context: dg.AssetExecutionContext, config: LabelledDataConfig, platform: PlatformResource
@@ -117,7 +117,7 @@ class EmbedderTrainingConfig(dg.Config):
     deps=[retrieval_training_pairs],
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.GPU),
+    **on_profile(GPU_T4),
 )
 def embedder_model(
     context: dg.AssetExecutionContext,
@@ -199,7 +199,7 @@ def embedder_model(
     deps=[embedder_model, dg.AssetKey("current_release")],
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.GPU),
+    **on_profile(GPU_T4),
 )
 def candidate_release(
     context: dg.AssetExecutionContext, platform: PlatformResource, mlflow: MlflowResource
@@ -255,7 +255,7 @@ def candidate_release(
     kinds={"python", "mlflow"},
     deps=[candidate_release],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def embedder_validation(
     context: dg.AssetExecutionContext,

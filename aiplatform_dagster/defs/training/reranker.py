@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from aiplatform_dagster.defs.compute import ComputePool, on_pool
+from aiplatform_dagster.defs.compute import CPU_LARGE, GPU_T4, on_profile
 from aiplatform_dagster.defs.metadata import latest_metadata_value, markdown_table
 from aiplatform_dagster.defs.resources import MlflowResource, PlatformResource
 from aiplatform_dagster.defs.training.assets import GATE_TAG, GROUP, OWNERS, ValidationConfig
@@ -91,7 +91,7 @@ class RerankerTrainingConfig(dg.Config):
     deps=[retrieval_training_pairs],
     code_version="1",
     output_required=False,
-    **on_pool(ComputePool.GPU),
+    **on_profile(GPU_T4),
 )
 def reranker_model(
     context: dg.AssetExecutionContext,
@@ -182,7 +182,7 @@ def reranker_model(
     kinds={"pytorch", "mlflow"},
     deps=[reranker_model],
     code_version="1",
-    **on_pool(ComputePool.CPU),
+    **on_profile(CPU_LARGE),
 )
 def reranker_validation(
     context: dg.AssetExecutionContext,
