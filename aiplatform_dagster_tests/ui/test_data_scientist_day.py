@@ -153,6 +153,8 @@ def test_a_data_scientists_day_in_the_dagster_ui(
         expect(page.get_by_role("cell", name=key, exact=True)).to_be_visible()
     page.get_by_text("Compute details").click()
     expect(page.locator("a[href$='/concurrency/gpu']")).to_be_visible()  # its pool
+    profile = page.get_by_text(re.compile(r"aiplatform/compute-profile:?\s*gpu-t4"))
+    expect(profile.first).to_be_visible()  # its Kubernetes compute profile, as an asset tag
     ui.shot("05-chunk-embeddings")
     page.get_by_role("tab", name="Checks").click()
     expect(page.get_by_text("embeddings_are_valid").first).to_be_visible()
