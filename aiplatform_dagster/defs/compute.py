@@ -9,7 +9,8 @@ and the service account with Azure workload identity. Op tags reach step pods on
 ``k8s_job_executor``; the K8sRunLauncher alone would run every step in the run's pod.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +46,8 @@ class ComputeProfile:
     """(request, limit) in Kubernetes quantities."""
     memory: tuple[str, str]
     gpus: int = 0
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Settings this profile's steps need (a GPU step must also be told to use it)."""
 
     def k8s_config(self) -> dict[str, Any]:
         """The ``dagster-k8s/config`` tag: dagster-k8s merges it into the step's Job."""
@@ -58,8 +61,11 @@ class ComputeProfile:
         }
         if self.gpus:
             pod_spec["tolerations"] = [GPU_TAINT]
+        container: dict[str, Any] = {"resources": {"requests": requests, "limits": limits}}
+        if self.env:
+            container["env"] = [{"name": name, "value": value} for name, value in self.env.items()]
         return {
-            "container_config": {"resources": {"requests": requests, "limits": limits}},
+            "container_config": container,
             "pod_spec_config": pod_spec,
             "pod_template_spec_metadata": {
                 "labels": {WORKLOAD_IDENTITY_LABEL: "true", PROFILE_TAG: self.name}
@@ -78,10 +84,22 @@ CPU_SMALL = ComputeProfile("cpu-small", ComputePool.CPU, ("500m", "2"), ("1Gi", 
 """Bookkeeping steps: registries, manifests, pointers, small evaluations."""
 CPU_LARGE = ComputeProfile("cpu-large", ComputePool.CPU, ("2", "4"), ("8Gi", "16Gi"))
 """Index builds, evaluation over a whole golden set, CPU model training (Standard_D8s_v5)."""
-GPU_T4 = ComputeProfile("gpu-t4", ComputePool.GPU, ("4", "7"), ("16Gi", "48Gi"), gpus=1)
+GPU_T4 = ComputeProfile(
+    "gpu-t4",
+    ComputePool.GPU,
+    ("4", "7"),
+    ("16Gi", "48Gi"),
+    gpus=1,
+    env={"AIPLATFORM_EMBEDDING_DEVICE": "cuda", "AIPLATFORM_RERANKER_DEVICE": "cuda"},
+)
 """Embedding and model training on one T4 (Standard_NC8as_T4_v3: 8 vCPU, 56 GiB)."""
 
 PROFILES = {profile.name: profile for profile in (CPU_SMALL, CPU_LARGE, GPU_T4)}
+
+GPU_RUN_TAGS = {POOL_TAG: ComputePool.GPU.value}
+"""Run tags of the jobs that hold GPU steps: the production run queue limits runs so tagged
+(k8s/dagster/values.yaml), so GPU runs never outnumber the GPU nodes. A run launched from the UI
+or by automation is not tagged; its GPU steps still wait for the ``gpu`` concurrency pool."""
 
 
 def on_profile(profile: ComputeProfile) -> dict[str, Any]:

@@ -1,10 +1,6 @@
-"""Every asset step's Kubernetes Job, built as the k8s_job_executor builds it, offline.
-
-The Job is made by dagster-k8s's own functions in the order ``K8sStepHandler.launch_step``
-calls them: the run launcher's container context for the run, merged with the step's
-``dagster-k8s/config`` op tag, then ``construct_dagster_k8s_job``. Only the Kubernetes API
-server is absent: the launcher reads a kubeconfig pointing nowhere and nothing is created.
-Each manifest is validated strictly against the Kubernetes version terraform/ pins for AKS,
+"""Every asset step's Kubernetes Job, built as the k8s_job_executor builds it, offline
+(``dagster_jobs.py``; the launcher reads a kubeconfig pointing nowhere). Each manifest is
+validated strictly against the Kubernetes version terraform/ pins for AKS,
 and its placement against the node pools terraform/ declares.
 """
 
@@ -16,23 +12,24 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster_k8s import K8sRunLauncher
-from dagster_k8s.container_context import K8sContainerContext
-from dagster_k8s.job import construct_dagster_k8s_job, get_k8s_job_name, get_user_defined_k8s_config
-from kubernetes.client import ApiClient
 
+from aiplatform_dagster.config import load_settings
 from aiplatform_dagster.definitions import load_definitions
 from aiplatform_dagster.defs.compute import (
     GPU_RESOURCE,
     POOL_LABEL,
+    POOL_TAG,
     PROFILE_TAG,
     PROFILES,
     STEP_SERVICE_ACCOUNT,
 )
+from aiplatform_dagster_tests.infra import dagster_jobs
 from aiplatform_dagster_tests.infra.kubernetes import TERRAFORM_DIR, load_hcl, validate_manifests
 
-IMAGE = "aiplatformacr.azurecr.io/aiplatform-dagster:0123abc"
+IMAGE = "acraiplatformprd.azurecr.io/aiplatform-dagster:0123abc-cuda"
 GPU_STEPS = {"chunk_embeddings", "embedder_model", "candidate_release", "reranker_model"}
 """Embedding and model training; everything else must never ask for a GPU."""
+CUDA_DEVICES = {"AIPLATFORM_EMBEDDING_DEVICE": "cuda", "AIPLATFORM_RERANKER_DEVICE": "cuda"}
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -71,21 +68,7 @@ def launcher(tmp_path_factory: pytest.TempPathFactory) -> K8sRunLauncher:
 def step_job(job: dg.JobDefinition, step: str, launcher: K8sRunLauncher) -> dict[str, Any]:
     """The Job manifest the k8s_job_executor would create for ``step`` of a run of ``job``."""
     run = dg.DagsterRun(job_name=job.name, run_id=str(uuid.uuid4()))
-    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
-    tags = job.graph.node_named(step).definition.tags
-    context = context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags)))
-    name = f"dagster-step-{get_k8s_job_name(run.run_id, step)}"
-    manifest = construct_dagster_k8s_job(
-        job_config=context.get_k8s_job_config(None, launcher),
-        args=["dagster", "api", "execute_step"],
-        job_name=name,
-        pod_name=name,
-        component="step_worker",
-        user_defined_k8s_config=context.run_k8s_config,
-        labels={"dagster/job": job.name, "dagster/op": step, "dagster/run-id": run.run_id},
-        env_vars=[{"name": "DAGSTER_RUN_STEP_KEY", "value": step}],
-    )
-    return ApiClient().sanitize_for_serialization(manifest)
+    return dagster_jobs.step_job(run, launcher, step, job.graph.node_named(step).definition.tags)
 
 
 def asset_job(definitions: dg.Definitions) -> dg.JobDefinition:
@@ -125,6 +108,24 @@ def test_every_step_job_is_a_valid_kubernetes_job_on_its_profiles_pool(
         assert spec["serviceAccountName"] == STEP_SERVICE_ACCOUNT
         assert manifest["spec"]["backoffLimit"] == 0  # Dagster owns retries
         assert container["image"] == IMAGE and spec["restartPolicy"] == "Never"
+        devices = {e["name"]: e["value"] for e in container["env"] if e["name"].endswith("_DEVICE")}
+        assert devices == (CUDA_DEVICES if wants_gpu else {}), step  # a GPU step uses its GPU
+
+
+def test_the_device_settings_a_gpu_step_gets_are_real_settings() -> None:
+    settings = load_settings(CUDA_DEVICES)
+    assert (settings.embedding.device, settings.reranker.device) == ("cuda", "cuda")
+
+
+def test_jobs_that_hold_gpu_steps_are_tagged_for_the_run_queues_gpu_limit(
+    definitions: dg.Definitions,
+) -> None:
+    repository = definitions.get_repository_def()
+    for job in repository.get_all_jobs():
+        steps = {node.name for node in job.graph.node_dict.values()}
+        if job.name.startswith("__") or not steps & GPU_STEPS:
+            continue  # the implicit asset job's runs are limited by the gpu pool instead
+        assert job.tags.get(POOL_TAG) == "gpu", job.name
 
 
 def test_gpu_steps_tolerate_exactly_the_taint_terraform_puts_on_the_gpu_pool(
