@@ -18,14 +18,20 @@ ARTIFACTS = Path(os.environ.get("AIPLATFORM_TEST_ARTIFACTS", PROJECT_ROOT / "tes
 SHOTS = ARTIFACTS / "ui"
 RUN_SECONDS = 420
 """Longest wait for one run: the first build loads the model in every step process."""
+ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
+RUN_STATUS = "query RunStatus($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+MATERIALISATIONS = """query Materialisations($path: [String!]!) {
+  assetOrError(assetKey: {path: $path}) { ... on Asset { assetMaterializations { runId } } }
+}"""
 EVENT_TIME = re.compile(r"^[A-Z][a-z]{2} \d+, \d+:\d\d [AP]M$")
 
 
 class DagsterUI:
     """The pages a user visits, reached by clicking as a user does."""
 
-    def __init__(self, page: Page, shots: Path) -> None:
+    def __init__(self, page: Page, url: str, shots: Path) -> None:
         self.page = page
+        self.url = url
         self.shots = shots
 
     def shot(self, name: str) -> None:
@@ -57,9 +63,23 @@ class DagsterUI:
         self.page.keyboard.press("Enter")
 
     def wait_for_run_end(self, seconds: float = RUN_SECONDS) -> str:
-        """On a run's page: wait until it ends; return Success, Failure or Canceled."""
+        """On a run's page: wait until it ends; return the status it then shows (Success,
+        Failure or Canceled).
+
+        While the run goes on the page is left for a blank one and the run's status is asked
+        of the webserver's GraphQL API, as the UI itself asks it: the live run page (its log
+        and Gantt chart redrawn on every event) kept Chromium's renderer busy on most of a
+        core, which the run's own steps need on a two-core machine."""
+        run_page = self.page.url
+        run_id = re.search(r"/runs/([0-9a-f-]{36})", run_page).group(1)
+        graphql = f"{self.url}/graphql"
+        self.page.goto("about:blank")
+        wait_until(
+            lambda: run_status(self.page, graphql, run_id) in ENDED, seconds, f"run {run_id} ending"
+        )
+        self.page.goto(run_page)
         status = self.page.get_by_text(re.compile(r"^(Success|Failure|Canceled)$")).first
-        expect(status).to_be_visible(timeout=seconds * 1000)
+        expect(status).to_be_visible()
         return status.inner_text()
 
 
@@ -83,7 +103,25 @@ def open_ui(browser: Browser, url: str) -> DagsterUI:
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     expect.set_options(timeout=30_000)
     wait_until(lambda: serves(page, url), 180, "the Dagster UI serving the location")
-    return DagsterUI(page, SHOTS)
+    return DagsterUI(page, url, SHOTS)
+
+
+def ask(page: Page, graphql: str, query: str, **variables: object) -> dict:
+    """One GraphQL query to the webserver, as the UI's own pages send them."""
+    response = page.request.post(graphql, data={"query": query, "variables": variables})
+    assert response.ok, f"{graphql}: HTTP {response.status}"
+    return response.json()["data"]
+
+
+def run_status(page: Page, graphql: str, run_id: str) -> str:
+    """A run's status (QUEUED, STARTED, SUCCESS, ...) as the webserver reports it."""
+    return ask(page, graphql, RUN_STATUS, id=run_id)["runOrError"]["status"]
+
+
+def materialisations(page: Page, graphql: str, key: list[str]) -> int:
+    """How many materialisations the asset ``key`` has (0 before its first)."""
+    asset = ask(page, graphql, MATERIALISATIONS, path=key)["assetOrError"]
+    return len(asset.get("assetMaterializations", []))
 
 
 def serves(page: Page, url: str) -> bool:
@@ -116,9 +154,19 @@ def listed_events(page: Page) -> Locator:
 
 
 def wait_for_materialisations(ui: DagsterUI, count: int, seconds: float = RUN_SECONDS) -> None:
-    """On an asset's Events tab: reload until ``count`` materialisations are listed."""
-    last = listed_events(ui.page).nth(count - 1)
-    reload_until_visible(ui, last, seconds, f"{count} materialisations listed at {ui.page.url}")
+    """On an asset's Events tab: wait until the asset has ``count`` materialisations, asking
+    the GraphQL API as ``wait_for_run_end`` does (a blank page meanwhile), then see them listed."""
+    events_page = ui.page.url
+    key = re.search(r"/assets/([^?#]+)", events_page).group(1).split("/")
+    graphql = f"{ui.url}/graphql"
+    ui.page.goto("about:blank")
+    wait_until(
+        lambda: materialisations(ui.page, graphql, key) >= count,
+        seconds,
+        f"{count} materialisations of {'/'.join(key)}",
+    )
+    ui.page.goto(events_page)
+    expect(listed_events(ui.page).nth(count - 1)).to_be_visible()
 
 
 def select_event(ui: DagsterUI, description: re.Pattern[str], seconds: float) -> None:
