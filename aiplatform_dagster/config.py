@@ -66,6 +66,13 @@ class IngestSettings(Section):
         le=1,
         description="Refuse a run that would remove more than this share of the documents.",
     )
+    ingest_shards: int = Field(
+        default=4,
+        gt=0,
+        lt=1000,
+        description="Shards of scale-out ingestion (embedding_shards' partitions): documents "
+        "are hashed into this many, each embedded by its own run on the GPU pool.",
+    )
 
 
 class EmbeddingSettings(Section):

@@ -18,9 +18,9 @@ from aiplatform_dagster.rag.index.build import (
     Build,
     assemble_release,
     count_build_terms,
-    embed_build,
     plan_build,
 )
+from aiplatform_dagster.rag.index.embedding import embed_build
 from aiplatform_dagster.rag.index.releases import IndexRepository, Release
 from aiplatform_dagster.rag.ingest.chunking import Chunk, ChunkingConfig
 from aiplatform_dagster.rag.ingest.documents import Document

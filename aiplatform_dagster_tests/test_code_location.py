@@ -116,7 +116,10 @@ def test_embedding_and_training_run_on_the_gpu_pool_everything_else_on_cpu() -> 
     job = load_definitions().resolve_implicit_global_asset_job_def()
     pools = {node.name: node.definition.tags[POOL_TAG] for node in job.graph.node_dict.values()}
     on_gpu = {name for name, pool in pools.items() if pool == "gpu"}
-    assert on_gpu == {"chunk_embeddings", "embedder_model", "candidate_release", "reranker_model"}
+    assert on_gpu == {
+        "chunk_embeddings", "embedding_shards", "embedder_model", "candidate_release",
+        "reranker_model",
+    }  # fmt: skip
     assert {pools[name] for name in pools.keys() - on_gpu} == {"cpu"}
     tag = job.graph.node_named("chunk_embeddings").definition.tags["dagster-k8s/config"]
     gpu_config = json.loads(tag) if isinstance(tag, str) else tag

@@ -27,7 +27,9 @@ from aiplatform_dagster_tests.infra import dagster_jobs
 from aiplatform_dagster_tests.infra.kubernetes import TERRAFORM_DIR, load_hcl, validate_manifests
 
 IMAGE = "acraiplatformprd.azurecr.io/aiplatform-dagster:0123abc-cuda"
-GPU_STEPS = {"chunk_embeddings", "embedder_model", "candidate_release", "reranker_model"}
+GPU_STEPS = {
+    "chunk_embeddings", "embedding_shards", "embedder_model", "candidate_release", "reranker_model",
+}  # fmt: skip
 """Embedding and model training; everything else must never ask for a GPU."""
 CUDA_DEVICES = {"AIPLATFORM_EMBEDDING_DEVICE": "cuda", "AIPLATFORM_RERANKER_DEVICE": "cuda"}
 
@@ -151,10 +153,15 @@ def test_every_launch_path_gives_a_step_the_same_pod(
     report config dropped on some of these paths when it lives elsewhere than on the op)."""
     reference = asset_job(definitions)
     repository = definitions.get_repository_def()
-    paths = {f"sensor {s.name}": s.job_name for s in repository.sensor_defs if s.has_jobs}
-    paths |= {f"schedule {s.name}": s.job_name for s in repository.schedule_defs}
-    assert len(paths) >= 4 and None not in paths.values(), paths
-    for path, job_name in paths.items():
+    paths = {
+        (f"sensor {sensor.name}", job.name)
+        for sensor in repository.sensor_defs
+        if sensor.has_jobs
+        for job in sensor.jobs
+    }
+    paths |= {(f"schedule {s.name}", s.job_name) for s in repository.schedule_defs}
+    assert len(paths) >= 4 and None not in dict(paths).values(), paths
+    for path, job_name in sorted(paths):
         job = repository.get_job(job_name)
         for node in job.graph.node_dict.values():
             launched, expected = (pod(step_job(j, node.name, launcher)) for j in (job, reference))

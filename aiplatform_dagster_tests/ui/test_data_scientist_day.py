@@ -223,9 +223,10 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     for name in ("new_documents_sensor", "evaluation_automation", "nightly_full_refresh",
                  "model_registry_sensor", "drift_retrain_sensor", "weekly_retrain",
                  "agent_escalations_sensor", "daily_checkpoint_retention", "serving_automation",
-                 "serving_flips_sensor", "labelling_queue_sensor"):  # fmt: skip
+                 "serving_flips_sensor", "labelling_queue_sensor",
+                 "scale_out_ingestion_sensor"):  # fmt: skip
         expect(page.get_by_role("link", name=re.compile(name))).to_be_visible()
-    expect(page.get_by_text("Standard sensor")).to_have_count(6)  # the rows have loaded
+    expect(page.get_by_text("Standard sensor")).to_have_count(7)  # the rows have loaded
     expect(page.get_by_text(re.compile("^Scheduled"))).to_have_count(3)
     ui.shot("11-automation")
     page.get_by_role("link", name=re.compile("new_documents_sensor")).click()

@@ -22,10 +22,10 @@ from aiplatform_dagster.rag.index.build import (
     Build,
     assemble_release,
     count_build_terms,
-    embed_build,
     plan_build,
     publish_release,
 )
+from aiplatform_dagster.rag.index.embedding import embed_build
 from aiplatform_dagster.rag.index.releases import CURRENT, IndexRepository
 from aiplatform_dagster.rag.index.segments import CorruptIndexError
 from aiplatform_dagster.rag.ingest.chunking import (
@@ -193,7 +193,8 @@ def document_chunks(
 def chunk_embeddings(
     context: dg.AssetExecutionContext, platform: PlatformResource
 ) -> dg.MaterializeResult:
-    """Unit-length vectors for the build's new rows; unchanged text copies its vector."""
+    """Unit-length vectors for the build's new rows; unchanged text copies its vector, and
+    rows that ``embedding_shards`` embedded for this plan are taken from its shards."""
     build = run_build(context, platform.repository(), ["source_documents", "document_chunks"])
     embedder = platform.embedder()
     identity = embedder_identity(embedder)
@@ -204,7 +205,8 @@ def chunk_embeddings(
     questions = judged_questions(platform.settings())
     result = embed_build(build, embedder, identity, report, questions)
     context.log.info(
-        f"{result.computed} embedded, {result.copied} copied, {result.kept} kept "
+        f"{result.computed} embedded, {result.copied} copied, {result.from_shards} from "
+        f"shards, {result.kept} kept "
         f"in {result.seconds:.1f}s"
     )
     return dg.MaterializeResult(
@@ -213,6 +215,7 @@ def chunk_embeddings(
             "dagster/row_count": result.computed + result.copied,
             "computed": result.computed,
             "copied": result.copied,
+            "from_shards": result.from_shards,
             "kept": result.kept,
             "model": embedder.model_id,
             "embedder_identity": identity,

@@ -3,7 +3,8 @@
 Each run stages its build under ``builds/<run id>``. When a step runs without its upstream
 steps (a user materialises only ``bm25_index``), the upstream files are linked in from the
 build that the upstream asset's latest materialisation recorded, so any subset of the group
-can run and every step still reads one consistent set of inputs.
+can run and every step still reads one consistent set of inputs. A run tagged with
+``PLAN_TAG`` links them from the build it names instead.
 """
 
 import os
@@ -18,6 +19,14 @@ from aiplatform_dagster.rag.index.releases import IndexRepository
 
 BUILD_ID = "build_id"
 """Materialisation metadata key naming the build an ingestion step wrote."""
+PLAN_TAG = "aiplatform/plan_build"
+"""Run tag pinning a run to one planned build: its steps link the upstream files that build
+holds from it, not from the latest materialisation (scale-out ingestion's shard and release
+runs, which a newer plan must not switch under them)."""
+SCALE_OUT_TAG = "aiplatform/ingestion"
+"""Run tag (value ``scale-out``) of the runs that plan a build for scale-out ingestion."""
+PLANNING = ("source_documents", "document_chunks")
+"""The steps whose files a pinned build holds."""
 
 PRODUCES: dict[str, tuple[str, ...]] = {
     "source_documents": ("documents.parquet",),
@@ -36,11 +45,15 @@ def run_build(
     """This run's build, with the files of ``upstream`` steps that ran elsewhere linked in
     (a check launched on its own from the UI checks what the asset last wrote)."""
     build = Build(repository, context.run.run_id)
+    pinned = context.run.tags.get(PLAN_TAG)
     for asset_name in upstream:
         files = PRODUCES[asset_name]
         if all(build.exists(name) for name in files):
             continue
-        source = latest_metadata_value(context.instance, dg.AssetKey(asset_name), BUILD_ID)
+        if pinned and asset_name in PLANNING:
+            source = pinned
+        else:
+            source = latest_metadata_value(context.instance, dg.AssetKey(asset_name), BUILD_ID)
         if source is None:
             raise BuildError(
                 f"{asset_name} has never been materialised: materialise the ingestion group "

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from aiplatform_dagster.defs.ingestion.assets import current_release
+from aiplatform_dagster.defs.ingestion.builds import PLAN_TAG, SCALE_OUT_TAG
 from aiplatform_dagster.defs.ingestion.jobs import ingestion_job
 from aiplatform_dagster.defs.resources import PlatformResource
 from aiplatform_dagster.rag.index.releases import CURRENT
@@ -176,10 +177,15 @@ def new_documents_sensor(
 
 def _unfinished_build(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     """A queued or running run that will move ``current`` (from this sensor, the schedule or
-    the UI), which a build started now would race."""
+    the UI) or is part of a scale-out build, which a build started now would race."""
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
         selection = run.asset_selection or frozenset()
-        if run.job_name == ingestion_job.name or current_release.key in selection:
+        if (
+            run.job_name == ingestion_job.name
+            or current_release.key in selection
+            or PLAN_TAG in run.tags
+            or SCALE_OUT_TAG in run.tags
+        ):
             return run
     return None
 

@@ -93,6 +93,8 @@ class EmbeddingReport:
     copied: int
     kept: int
     seconds: float
+    from_shards: int = 0
+    """Rows whose vectors the build's shards embedded (``embedding.embed_shard``)."""
 
 
 class Build:
@@ -146,6 +148,12 @@ class Build:
         path = self.path(_RELEASE, "index_release")
         return json.loads(path.read_text("utf-8"))["release_id"]
 
+    def write_new_vectors(self, vectors: np.ndarray) -> None:
+        write_atomically(self.folder / _VECTORS, lambda p: _write_with(p, np.save, vectors))
+
+    def write_questions(self, embedded: np.ndarray) -> None:
+        write_atomically(self.folder / _QUESTIONS, lambda p: _write_with(p, np.save, embedded))
+
     def new_term_counts(self) -> tuple[list[str], sp.csr_matrix]:
         terms = json.loads(self.path(_TERMS, "bm25_index").read_text("utf-8"))
         return terms, sp.load_npz(self.path(_COUNTS, "bm25_index")).tocsr()
@@ -193,48 +201,6 @@ def plan_build(
     plan_text = json.dumps(asdict(plan))
     write_atomically(build.folder / _PLAN, lambda p: p.write_text(plan_text, "utf-8"))
     return plan
-
-
-def embed_build(
-    build: Build,
-    embedder: Embedder,
-    identity: str,
-    progress: Progress | None = None,
-    questions: Sequence[str] = (),
-) -> EmbeddingReport:
-    """Vectors for the new segment's rows: copied where the text is unchanged, else embedded.
-
-    When the release is large enough for an approximate index, ``questions`` (real questions,
-    e.g. the judged ones the serving smoke test asks) are embedded too: its recall is measured
-    on them."""
-    plan = build.plan()
-    if identity != plan.embedder_identity:
-        raise BuildError(
-            f"build {build.build_id} was planned for embedder {plan.embedder_identity} but "
-            f"would embed with {identity}: run document_chunks again with this embedder"
-        )
-    chunks = build.chunks()
-    started = time.perf_counter()
-    rows = [chunks[position] for position in plan.new_rows]
-    base = build.repository.open(plan.base) if plan.base else None
-    segments = {segment.segment_id: segment for segment in base.segments} if base else {}
-    dimension = embedder.dimension
-    vectors = np.zeros((len(rows), dimension), dtype=np.float32)
-    for row, (segment_id, source_row) in plan.copied.items():
-        vectors[row] = segments[segment_id].vectors.vectors[source_row]
-    missing = [row for row in range(len(rows)) if row not in plan.copied]
-    if missing:
-        vectors[missing] = embedder.encode([rows[i].indexed_text for i in missing], progress)
-    write_atomically(build.folder / _VECTORS, lambda p: _write_with(p, np.save, vectors))
-    if questions and len(chunks) >= build.repository.vector_policy.min_rows:
-        embedded = embedder.encode(list(questions))
-        write_atomically(build.folder / _QUESTIONS, lambda p: _write_with(p, np.save, embedded))
-    return EmbeddingReport(
-        computed=len(missing),
-        copied=len(plan.copied),
-        kept=plan.kept_rows,
-        seconds=time.perf_counter() - started,
-    )
 
 
 def count_build_terms(build: Build) -> int:

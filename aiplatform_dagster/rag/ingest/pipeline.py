@@ -17,10 +17,10 @@ from aiplatform_dagster.rag.index.build import (
     EmbeddingReport,
     assemble_release,
     count_build_terms,
-    embed_build,
     plan_build,
     publish_release,
 )
+from aiplatform_dagster.rag.index.embedding import embed_build
 from aiplatform_dagster.rag.index.releases import IndexRepository, Release, Retention
 from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, VectorBackend
 from aiplatform_dagster.rag.ingest.chunking import ChunkedDocuments, ChunkingConfig, chunk_documents
