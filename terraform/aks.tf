@@ -25,6 +25,10 @@ resource "azurerm_kubernetes_cluster" "this" {
   oidc_issuer_enabled       = true
   workload_identity_enabled = true
 
+  # Azure Policy for Kubernetes (Gatekeeper): policy assignments, such as the pod security
+  # baseline, can then audit or deny what the cluster admits.
+  azure_policy_enabled = true
+
   # Sign-in with Microsoft Entra ID only, authorised by Azure RBAC; no static kubeconfig.
   local_account_disabled            = true
   role_based_access_control_enabled = true
@@ -37,6 +41,8 @@ resource "azurerm_kubernetes_cluster" "this" {
 
   # The system pool runs only critical add-ons (CoreDNS, metrics-server, CSI drivers): it
   # carries the CriticalAddonsOnly taint, so the platform's pods go to the user pools.
+  # max_pods, here and on the user pools, is Azure CNI overlay's default written out: pods
+  # take overlay addresses (var.pod_cidr), not the subnet's.
   default_node_pool {
     name                         = "system"
     vm_size                      = var.system_pool_vm_size
@@ -48,6 +54,7 @@ resource "azurerm_kubernetes_cluster" "this" {
     max_count                    = var.system_pool_max_count
     zones                        = var.availability_zones
     os_sku                       = "AzureLinux"
+    max_pods                     = 250
     temporary_name_for_rotation  = "systemtmp"
     tags                         = local.tags
 
@@ -123,6 +130,7 @@ resource "azurerm_kubernetes_cluster_node_pool" "cpu" {
   max_count             = var.cpu_pool_max_count
   zones                 = var.availability_zones
   os_sku                = "AzureLinux"
+  max_pods              = 250
   tags                  = local.tags
 
   node_labels = {
@@ -153,6 +161,7 @@ resource "azurerm_kubernetes_cluster_node_pool" "gpu" {
   zones                 = var.gpu_pool_zones
   os_sku                = "Ubuntu"
   gpu_driver            = "Install"
+  max_pods              = 250
   tags                  = local.tags
 
   node_labels = {

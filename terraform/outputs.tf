@@ -55,6 +55,11 @@ output "postgres_platform_database" {
   value       = azurerm_postgresql_flexible_server_database.platform.name
 }
 
+output "postgres_mlflow_database" {
+  description = "Database of the MLflow tracking server's runs and model registry."
+  value       = azurerm_postgresql_flexible_server_database.mlflow.name
+}
+
 output "storage_account_name" {
   description = "Premium Azure Files account that backs the ReadWriteMany volume aiplatform-storage."
   value       = azurerm_storage_account.files.name

@@ -66,3 +66,16 @@ resource "azurerm_postgresql_flexible_server_database" "platform" {
     prevent_destroy = true
   }
 }
+
+# The MLflow tracking server's backend store: runs, metrics and the model registry
+# (k8s/charts/aiplatform-mlflow, whose migration Job creates the tables).
+resource "azurerm_postgresql_flexible_server_database" "mlflow" {
+  name      = "mlflow"
+  server_id = azurerm_postgresql_flexible_server.this.id
+  charset   = "UTF8"
+  collation = "en_US.utf8"
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}

@@ -1,6 +1,7 @@
 # Images are pulled by the kubelet identity (AcrPull, identity.tf) through the private
 # endpoint; there is no admin user and no anonymous pull. Premium is the tier that supports
-# private endpoints.
+# private endpoints (and the retention policy: a manifest that loses its last tag, when a tag
+# is pushed again, is purged after a week; deployments pull by tag).
 resource "azurerm_container_registry" "this" {
   name                          = "acr${local.compact_name}"
   location                      = azurerm_resource_group.this.location
@@ -12,6 +13,7 @@ resource "azurerm_container_registry" "this" {
   data_endpoint_enabled         = true
   network_rule_bypass_option    = "AzureServices"
   zone_redundancy_enabled       = var.registry_zone_redundancy_enabled
+  retention_policy_in_days      = 7
   tags                          = local.tags
 }
 

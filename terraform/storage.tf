@@ -62,6 +62,13 @@ resource "azurerm_storage_account" "files" {
   cross_tenant_replication_enabled = false
   tags                             = local.tags
 
+  # The CSI driver mounts with the account key, never a SAS: any SAS signed with the key
+  # is meant to be short-lived, and one that outlives this is logged.
+  sas_policy {
+    expiration_period = "01.00:00:00"
+    expiration_action = "Log"
+  }
+
   network_rules {
     default_action = "Deny"
     bypass         = ["AzureServices"]

@@ -20,8 +20,12 @@ DEFAULT_DATASET = Path("../shared/datasets/scifact")
 PARTS = [
     "ingestion", "bm25", "vector", "releases", "approximate", "incremental", "router", "reranker",
     "embedder",
-    "agents", "serving", "onnx",
+    "agents", "serving", "onnx", "shards",
 ]  # fmt: skip
+PUBLISHED_GPU_CHUNKS_PER_S = 14_200
+"""all-MiniLM-L6-v2 on one V100, as sbert.net's table of pretrained models lists it (sentences
+per second): the embedding throughput of one GPU shard in the 10M-chunk estimate, an upper
+bound for chunks of 240 tokens (the default), which are longer than those sentences."""
 
 
 def verdict(met: bool) -> str:
@@ -59,6 +63,13 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=int, default=8, help="concurrent API clients of the serving benchmark"
     )
+    parser.add_argument("--shards", type=int, default=4, help="shards of the scale-out part")
+    parser.add_argument(
+        "--gpu-chunks-per-s", type=float, default=PUBLISHED_GPU_CHUNKS_PER_S,
+        help="one GPU shard's embedding throughput for the 10M-chunk estimate (default: "
+        "sbert.net's published all-MiniLM-L6-v2 speed on a V100)",
+    )  # fmt: skip
+    parser.add_argument("--gpu-nodes", type=int, default=16, help="GPU shards of the estimate")
     parser.add_argument(
         "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
     )
@@ -145,6 +156,24 @@ def main() -> None:
             f"ms ({r['speedup_p95']:.0f}x), recall@10 vs exact {r['recall_at_k_vs_exact']:.3f} "
             f"(goal p95 <= 10 ms at recall >= 0.95: "
             f"{verdict(r['p95_ms'] <= 10 and r['recall_at_k_vs_exact'] >= 0.95)})"
+        )
+    if "shards" in parts:
+        from aiplatform_dagster.benchmarks.shards_bench import bench_shards, estimate
+
+        r = bench_shards(args.dataset, embedder, args.docs, args.shards)
+        print(
+            f"(m) scale-out ingestion, {r['documents']} docs -> {r['chunks']} chunks in "
+            f"{r['shards']} shards: shards embed at {r['cpu_chunks_per_s']:.1f} chunks/s on this "
+            f"CPU, {r['sharding_overhead']:.3f}x the one-machine embedding "
+            f"({r['one_machine_embed_s']:.1f} s); serial per 1k chunks: plan "
+            f"{r['plan_ms_per_1k']:.0f} ms, take shards {r['gather_ms_per_1k']:.0f} ms, BM25 "
+            f"terms {r['terms_ms_per_1k']:.0f} ms, release {r['assemble_ms_per_1k']:.0f} ms"
+        )
+        e = estimate(r, 10_000_000, args.gpu_chunks_per_s, args.gpu_nodes)
+        print(
+            f"    10M chunks on {args.gpu_nodes} GPU shards at {args.gpu_chunks_per_s:,.0f} "
+            f"chunks/s each: embedding {e['embed_h']:.2f} h ({e['gpu_node_h']:.1f} GPU node-hours)"
+            f", serial phases {e['serial_h']:.2f} h at this CPU's per-chunk cost"
         )
     if "incremental" in parts:
         r = bench_incremental(beir_sample(args.dataset, args.docs), embedder, args.changed_share)

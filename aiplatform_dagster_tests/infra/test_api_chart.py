@@ -4,92 +4,43 @@ reviews it: valid at the cluster's Kubernetes version, wired to the routes and s
 API really has, secure, and able to survive a node drain in production."""
 
 import re
-from collections.abc import Iterator, Mapping
-from functools import cache
-from typing import Any, get_args
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-import helm_python as helm
 import pytest
 import yaml
-from pydantic import SecretStr
 
-from aiplatform_dagster.config import Section, Settings, describe, load_settings
+from aiplatform_dagster.config import describe, load_settings
 from aiplatform_dagster.serving.app import create_app
-from aiplatform_dagster.serving.keys import KEY_PREFIX
-from aiplatform_dagster_tests.infra.helm import merged, render_chart
-from aiplatform_dagster_tests.infra.kubernetes import (
-    PROJECT_ROOT,
-    kubernetes_version,
-    validate_manifests,
+from aiplatform_dagster_tests.infra.charts import API as CHART
+from aiplatform_dagster_tests.infra.charts import (
+    MLFLOW,
+    NAMESPACE,
+    WEAVIATE_CLIENT_SERVICE,
+    backend_wiring,
+    documented_backend_wiring,
+)
+from aiplatform_dagster_tests.infra.helm import (
+    container,
+    merged,
+    one,
+    selects,
+)
+from aiplatform_dagster_tests.infra.kubernetes import PROJECT_ROOT, validate_manifests
+from aiplatform_dagster_tests.infra.settings import (
+    LIBPQ_VARIABLES,
+    plain_env,
+    secret_literals,
+    secret_variables,
 )
 
-CHART = PROJECT_ROOT / "k8s" / "charts" / "aiplatform-api"
 ALERTS = PROJECT_ROOT / "k8s" / "monitoring" / "alerts.yaml"
-NAMESPACE = "aiplatform"
-RELEASE = "aiplatform-api"
 VALUES_FILES = ["values.yaml", "values-staging.yaml", "values-production.yaml"]
-
-INSTALL_VALUES = {
-    "image": {"registry": "aiplatformacr.azurecr.io", "tag": "3f2c1ab"},
-    "serviceAccount": {"clientId": "11111111-2222-3333-4444-555555555555"},
-    "ingress": {"host": "api.aiplatform.test"},
-    "postgresql": {"host": "aiplatform-pg.postgres.database.azure.com"},
-}
+INSTALL_VALUES = CHART.install_values
 """What the README's `helm upgrade --install` passes with --set (no defaults on purpose)."""
 
-LIBPQ_VARIABLES = {"PGPASSWORD"}
-"""Read by libpq itself (psycopg, psycopg2): the only way to give the DSN settings a password
-from a Secret without writing it into the DSN."""
-
 PRIVATE_ROUTES = {"/metrics", "/healthz", "/readyz"}
-
-
-def _values_file(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CHART / name).read_text()) or {}
-
-
-def _render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return render_chart(CHART, values, RELEASE, NAMESPACE)
-
-
-@cache
-def rendered(values_file: str) -> tuple[dict[str, Any], ...]:
-    """The manifests `helm upgrade --install -f <values_file> --set ...` would apply."""
-    layers = [] if values_file == "values.yaml" else [_values_file(values_file)]
-    return tuple(_render(merged(*layers, INSTALL_VALUES)))
-
-
-def one(manifests: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def container(manifests: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    (api,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return api
-
-
-def plain_env(api: Mapping[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in api["env"] if "value" in e}
-
-
-def secret_setting_names() -> set[str]:
-    """Variables of the settings typed SecretStr (keys, tokens, DSNs)."""
-    names = set()
-    for field in Settings.model_fields.values():
-        section = field.annotation
-        assert isinstance(section, type) and issubclass(section, Section)
-        for name, inner in section.model_fields.items():
-            if SecretStr in (inner.annotation, *get_args(inner.annotation)):
-                names.add(section.variable(name))
-    return names
-
-
-def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether a ``matchLabels`` selector matches an object with ``labels``."""
-    return selector["matchLabels"].items() <= labels.items()
 
 
 def port_number(api: Mapping[str, Any], port: int | str) -> int:
@@ -100,15 +51,25 @@ def port_number(api: Mapping[str, Any], port: int | str) -> int:
     return number
 
 
-def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from leaves(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield from leaves(inner, f"{path}[{index}]")
-    else:
-        yield path, value
+def egress_ports_to(policy: Mapping[str, Any], labels: Mapping[str, str]) -> set[int]:
+    """The TCP ports on which ``policy`` lets its pods reach a pod of the namespace that has
+    ``labels`` (a rule without ``to`` reaches every address on its ports)."""
+
+    def reaches(peer: Mapping[str, Any]) -> bool:
+        namespace = peer.get("namespaceSelector")
+        in_namespace = namespace is None or selects(
+            namespace, {"kubernetes.io/metadata.name": NAMESPACE}
+        )
+        pods = peer.get("podSelector")
+        return "ipBlock" not in peer and in_namespace and (pods is None or selects(pods, labels))
+
+    return {
+        port["port"]
+        for rule in policy["egress"]
+        if not rule.get("to") or any(reaches(peer) for peer in rule["to"])
+        for port in rule["ports"]
+        if port.get("protocol", "TCP") == "TCP"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +79,7 @@ def app_routes() -> set[str]:
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     kinds = sorted(m["kind"] for m in manifests)
     assert kinds == sorted(
         [
@@ -139,28 +100,19 @@ def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> Non
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_helm_lint_is_clean(values_file: str) -> None:
-    layers = [] if values_file == "values.yaml" else [_values_file(values_file)]
-    report = helm.lint(
-        CHART,
-        merged(*layers, INSTALL_VALUES),
-        strict=True,
-        namespace=NAMESPACE,
-        kube_version=f"v{kubernetes_version()}.0",
-    )
-    assert report["errors"] == []
-    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert CHART.lint_problems(values_file) == []
 
 
 def test_install_time_values_have_no_made_up_defaults() -> None:
     """Without the registry, tag, identity, host or database the render fails and says which."""
     for missing in INSTALL_VALUES:
         values = {k: v for k, v in INSTALL_VALUES.items() if k != missing}
-        with pytest.raises(helm.HelmRenderError, match=rf"{missing}\.\w+ is required"):
-            _render(merged(_values_file("values-staging.yaml"), values))
+        staging = merged(CHART.values_file("values-staging.yaml"), values)
+        assert re.search(rf"{missing}\.\w+ is required", CHART.refusal(staging))
 
 
 def test_production_keeps_two_pods_through_drains_and_scales_from_three() -> None:
-    manifests = rendered("values-production.yaml")
+    manifests = CHART.rendered("values-production.yaml")
     deployment = one(manifests, "Deployment")
     hpa = one(manifests, "HorizontalPodAutoscaler")
     pdb = one(manifests, "PodDisruptionBudget")
@@ -184,7 +136,7 @@ def test_production_keeps_two_pods_through_drains_and_scales_from_three() -> Non
 
 
 def test_staging_runs_one_or_two_pods_and_never_blocks_a_drain() -> None:
-    manifests = rendered("values-staging.yaml")
+    manifests = CHART.rendered("values-staging.yaml")
     hpa = one(manifests, "HorizontalPodAutoscaler")
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= 2
     assert "replicas" not in one(manifests, "Deployment")["spec"]
@@ -195,7 +147,7 @@ def test_staging_runs_one_or_two_pods_and_never_blocks_a_drain() -> None:
 def test_probes_hit_the_apis_health_routes_on_its_port(
     values_file: str, app_routes: set[str]
 ) -> None:
-    api = container(rendered(values_file))
+    api = container(CHART.rendered(values_file))
     assert api["command"] == ["aiplatform", "serve", "--host", "0.0.0.0", "--port", "8000"]
     assert port_number(api, "http") == 8000
     probes = {kind: api[f"{kind}Probe"]["httpGet"] for kind in ["startup", "liveness", "readiness"]}
@@ -214,7 +166,7 @@ def test_probes_hit_the_apis_health_routes_on_its_port(
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_pods_run_locked_down_on_the_cpu_pool_with_the_shared_storage(values_file: str) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     pod = one(manifests, "Deployment")["spec"]["template"]
     api = container(manifests)
     context = api["securityContext"]
@@ -247,7 +199,7 @@ def test_pods_run_locked_down_on_the_cpu_pool_with_the_shared_storage(values_fil
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_env_names_are_the_platforms_settings(values_file: str) -> None:
     """A renamed or misspelt setting would be silently ignored by the API: fail here instead."""
-    api = container(rendered(values_file))
+    api = container(CHART.rendered(values_file))
     names = [e["name"] for e in api["env"]]
     settings_names = {v.name for v in describe(load_settings({}))}
     assert len(names) == len(set(names)), "a variable is set twice"
@@ -256,9 +208,18 @@ def test_env_names_are_the_platforms_settings(values_file: str) -> None:
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_the_api_reaches_mlflow_and_weaviate_as_their_charts_document(values_file: str) -> None:
+    """The vector backend, Weaviate's and the tracking server's in-cluster addresses, and the
+    Weaviate API key from its Secret, as the Weaviate values and the MLflow chart document them
+    (their own tests prove those addresses against the Services they name)."""
+    api = container(CHART.rendered(values_file))
+    assert backend_wiring(api["env"]) == documented_backend_wiring()
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_secrets_come_from_secret_references_only(values_file: str) -> None:
-    api = container(rendered(values_file))
-    secret_names = secret_setting_names() | LIBPQ_VARIABLES
+    api = container(CHART.rendered(values_file))
+    secret_names = secret_variables() | LIBPQ_VARIABLES
     for variable in api["env"]:
         if "valueFrom" in variable:
             reference = variable["valueFrom"]["secretKeyRef"]
@@ -281,25 +242,19 @@ def test_secrets_come_from_secret_references_only(values_file: str) -> None:
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_values_files_hold_no_secret_values(values_file: str) -> None:
-    for path, value in leaves(_values_file(values_file)):
-        if not isinstance(value, str):
-            continue
-        assert urlsplit(value).password is None, f"{path} is a URL with a password"
-        assert not value.startswith((KEY_PREFIX, "sk-")), f"{path} looks like an API key"
-        assert "-----BEGIN" not in value, f"{path} holds a key or certificate"
+    assert secret_literals(CHART.values_file(values_file)) == []
 
 
 def test_a_secret_given_as_a_plain_setting_is_refused() -> None:
-    values = merged(INSTALL_VALUES, {"settings": {"OPENAI_API_KEY": "not-a-real-key"}})
-    with pytest.raises(helm.HelmRenderError, match="holds a secret"):
-        _render(values)
+    settings = {"settings": {"OPENAI_API_KEY": "not-a-real-key"}}
+    assert "holds a secret" in CHART.refusal(merged(INSTALL_VALUES, settings))
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_ingress_is_sticky_tls_and_exposes_only_the_api(
     values_file: str, app_routes: set[str]
 ) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     ingress = one(manifests, "Ingress")
     service = one(manifests, "Service")
     annotations = ingress["metadata"]["annotations"]
@@ -309,7 +264,7 @@ def test_ingress_is_sticky_tls_and_exposes_only_the_api(
     assert annotations["nginx.ingress.kubernetes.io/session-cookie-secure"] == "true"
 
     (tls,) = ingress["spec"]["tls"]
-    values = merged(_values_file("values.yaml"), _values_file(values_file))
+    values = merged(CHART.values_file("values.yaml"), CHART.values_file(values_file))
     assert tls["secretName"] == values["ingress"]["tls"]["secretName"]
     hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
     assert hosts == set(tls["hosts"]) == {INSTALL_VALUES["ingress"]["host"]}
@@ -331,7 +286,7 @@ def test_ingress_is_sticky_tls_and_exposes_only_the_api(
 
 
 def test_prometheus_scrapes_every_replica_as_the_job_the_alerts_use() -> None:
-    manifests = rendered("values-production.yaml")
+    manifests = CHART.rendered("values-production.yaml")
     monitor = one(manifests, "ServiceMonitor")
     service = one(manifests, "Service")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -347,7 +302,7 @@ def test_prometheus_scrapes_every_replica_as_the_job_the_alerts_use() -> None:
 def test_network_policy_admits_only_the_ingress_controller_and_prometheus(
     values_file: str,
 ) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     policy = one(manifests, "NetworkPolicy")["spec"]
     pod_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert selects(policy["podSelector"], pod_labels)
@@ -365,3 +320,13 @@ def test_network_policy_admits_only_the_ingress_controller_and_prometheus(
     egress_ports = {(p["port"], p["protocol"]) for e in policy["egress"] for p in e["ports"]}
     assert {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (443, "TCP")} <= egress_ports
     assert egress_ports & {(6379, "TCP"), (6380, "TCP")}
+
+    # In-cluster backends, on their pods' ports only, and to no other pod on those ports.
+    mlflow = MLFLOW.rendered(values_file)
+    mlflow_ports = {p["containerPort"] for p in container(mlflow)["ports"]}
+    weaviate = yaml.safe_load(WEAVIATE_CLIENT_SERVICE.read_text())["spec"]
+    weaviate_ports = {p["targetPort"] for p in weaviate["ports"]}
+    assert mlflow_ports == {5000} and weaviate_ports == {8080, 50051}
+    assert mlflow_ports <= egress_ports_to(policy, one(mlflow, "Service")["spec"]["selector"])
+    assert weaviate_ports <= egress_ports_to(policy, weaviate["selector"])
+    assert not egress_ports_to(policy, {"app": "other"}) & (mlflow_ports | weaviate_ports)

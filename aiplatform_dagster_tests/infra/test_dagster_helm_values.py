@@ -16,11 +16,10 @@ import importlib
 import importlib.metadata
 import json
 import re
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -39,12 +38,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from kubernetes.client import ApiClient
 from kubernetes.utils import parse_quantity
-from pydantic import SecretStr
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from aiplatform_dagster.config import Settings, describe, load_settings
+from aiplatform_dagster.config import describe, load_settings
 from aiplatform_dagster.defs.compute import (
     GPU_TAINT,
     POOL_LABEL,
@@ -54,7 +52,11 @@ from aiplatform_dagster.defs.compute import (
     ComputePool,
 )
 from aiplatform_dagster_tests.infra import dagster_jobs
-from aiplatform_dagster_tests.infra.helm import merged
+from aiplatform_dagster_tests.infra.charts import (
+    backend_wiring,
+    dagster_values,
+    documented_backend_wiring,
+)
 from aiplatform_dagster_tests.infra.kubernetes import (
     PROJECT_ROOT,
     TERRAFORM_DIR,
@@ -63,6 +65,9 @@ from aiplatform_dagster_tests.infra.kubernetes import (
     terraform_variable_default,
     validate_manifests,
 )
+from aiplatform_dagster_tests.infra.settings import secret_variables
+
+pytestmark = pytest.mark.usefixtures("no_network")  # nothing here is fetched
 
 VALUES_DIR = PROJECT_ROOT / "k8s" / "dagster"
 CHART_DIR = Path(__file__).parent / "dagster_chart"
@@ -78,6 +83,7 @@ SECRETS = {
     ("aiplatform-llm", "api-key"),
     ("aiplatform-api-keys", "api_keys.yaml"),
     ("aiplatform-redis", "url"),
+    ("aiplatform-weaviate", "api-key"),
 }
 """The Secrets (name, key) the infrastructure contract defines; nothing else may be referenced."""
 QUEUED_RUN_COORDINATOR = ("dagsterDaemon", "runCoordinator", "config", "queuedRunCoordinator")
@@ -128,8 +134,7 @@ def coalesce(defaults: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
 
 def user_values(environment: str) -> dict[str, Any]:
     """``--values values.yaml --values values-<environment>.yaml --set ...``."""
-    overrides = load_yaml(VALUES_DIR / f"values-{environment}.yaml")
-    values = merged(load_yaml(VALUES_DIR / "values.yaml"), overrides)
+    values = dagster_values(environment)
     for path, value in install_set(environment).items():
         set_path(values, path, value)
     return values
@@ -191,18 +196,6 @@ def main_schema_errors(values: dict[str, Any]) -> list[tuple[tuple[Any, ...], st
 
 def subchart_schema_errors(values: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     return schema_errors(subchart_values(values), CHART_DIR / SUBCHART / "values.schema.json")
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Proof that nothing here is fetched: any connection attempt fails the test."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
 def deployment(values: dict[str, Any]) -> dict[str, Any]:
@@ -470,17 +463,6 @@ def environment_variables(values: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def secret_settings() -> set[str]:
-    """The variables config.py holds as SecretStr (they never print)."""
-    names = set()
-    for section in Settings.model_fields.values():
-        model = section.annotation
-        for field_name, field in model.model_fields.items():
-            if SecretStr in (field.annotation, *get_args(field.annotation)):
-                names.add(model.variable(field_name))
-    return names
-
-
 def walk(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
     """Every (path, value) in a YAML tree, containers included."""
     yield path, value
@@ -624,7 +606,7 @@ def test_no_secret_is_written_in_the_values() -> None:
     )
     for path in sorted(VALUES_DIR.glob("values*.yaml")):
         assert not credential.search(path.read_text()), path
-    secret_names = secret_settings()
+    secret_names = secret_variables()
     for environment in ENVIRONMENTS:
         values = chart_values(environment)
         for path, value in walk(values):
@@ -732,6 +714,24 @@ def test_run_and_step_jobs_built_from_the_values_are_valid_and_share_the_storage
         assert spec["nodeSelector"] == {POOL_LABEL: profile.pool.value}, name
         assert container["resources"] == profile.k8s_config()["container_config"]["resources"]
         assert (spec.get("tolerations") or []) == ([GPU_TAINT] if profile.gpus else []), name
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_code_server_runs_and_steps_reach_mlflow_and_weaviate_as_documented(
+    environment: str, kubeconfig: Path
+) -> None:
+    """The vector backend, Weaviate's and the tracking server's in-cluster addresses, and the
+    Weaviate API key from its Secret, in every container that trains, indexes or evaluates: as
+    the Weaviate values and the MLflow chart document them (their own tests prove those
+    addresses against the Services they name)."""
+    values = chart_values(environment)
+    launcher = run_launcher(values, kubeconfig)
+    jobs = {"run": run_job(values, launcher)}
+    jobs |= {profile: step_job(values, launcher, profile) for profile in PROFILES}
+    environments = {"code-server": deployment(values)["env"]}
+    environments |= {name: pod_spec(job)["containers"][0]["env"] for name, job in jobs.items()}
+    for name, env in environments.items():
+        assert backend_wiring(env) == documented_backend_wiring(), name
 
 
 def test_overrides_never_replace_a_list_the_base_defines() -> None:

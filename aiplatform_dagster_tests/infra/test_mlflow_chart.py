@@ -3,88 +3,56 @@ Helm's own Go library with each values file and checked against what it runs on:
 mlflow's own CLI, host filter and artifact-URI parser, the platform's MLflow settings, and the
 database, container and workload identity that terraform/ creates."""
 
+import importlib.metadata
 import re
-from collections.abc import Iterator, Mapping
-from functools import cache
+import tomllib
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import helm_python as helm
 import mlflow.environment_variables
 import pytest
-import yaml
 from click.testing import CliRunner
 from mlflow.cli import cli
 from mlflow.server.security_utils import HEALTH_ENDPOINTS, is_allowed_host_header
 from mlflow.store.artifact.azure_blob_artifact_repo import AzureBlobArtifactRepository
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from sqlalchemy.engine import make_url
 
 from aiplatform_dagster.config import describe, load_settings
-from aiplatform_dagster_tests.infra.helm import merged, render_chart
+from aiplatform_dagster_tests.infra.charts import MLFLOW as CHART
+from aiplatform_dagster_tests.infra.charts import NAMESPACE
+from aiplatform_dagster_tests.infra.helm import (
+    container,
+    merged,
+    one,
+    pod_spec,
+    selects,
+)
 from aiplatform_dagster_tests.infra.kubernetes import (
     PROJECT_ROOT,
     TERRAFORM_DIR,
-    kubernetes_version,
     load_hcl,
     terraform_variable_default,
     validate_manifests,
 )
+from aiplatform_dagster_tests.infra.settings import (
+    LIBPQ_VARIABLES,
+    documented_settings,
+    secret_literals,
+)
 
-CHART = PROJECT_ROOT / "k8s" / "charts" / "aiplatform-mlflow"
-NAMESPACE = "aiplatform"
-RELEASE = "aiplatform-mlflow"
 VALUES_FILES = ["values.yaml", "values-staging.yaml", "values-production.yaml"]
-
-INSTALL_VALUES = {
-    "image": {"registry": "aiplatformacr.azurecr.io", "tag": "3f2c1ab"},
-    "postgresql": {"host": "psql-aiplatform-prd.postgres.database.azure.com"},
-    "artifacts": {"storageAccount": "staiplatformprdart"},
-}
+INSTALL_VALUES = CHART.install_values
 """What the README's `helm upgrade --install` passes with --set, from terraform outputs."""
 
 REQUIRED = ["image.registry", "image.tag", "postgresql.host", "artifacts.storageAccount"]
-
-LIBPQ_VARIABLES = {"PGPASSWORD"}
-"""Read by libpq itself: the password of a DSN that carries none."""
-
-
-def _values_file(name: str) -> dict[str, Any]:
-    return yaml.safe_load((CHART / name).read_text()) or {}
-
-
-def _render(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return render_chart(CHART, values, RELEASE, NAMESPACE)
-
-
-@cache
-def rendered(values_file: str) -> tuple[dict[str, Any], ...]:
-    """The manifests `helm upgrade --install -f <values_file> --set ...` would apply."""
-    layers = [] if values_file == "values.yaml" else [_values_file(values_file)]
-    return tuple(_render(merged(*layers, INSTALL_VALUES)))
-
-
-def one(manifests: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def pod_spec(manifests: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
-    return one(manifests, kind)["spec"]["template"]["spec"]
-
-
-def container(manifests: tuple[dict[str, Any], ...], kind: str = "Deployment") -> dict[str, Any]:
-    (only,) = pod_spec(manifests, kind)["containers"]
-    return only
 
 
 def flag(command: list[str], name: str) -> str:
     """The value that follows ``name`` on a command line."""
     return command[command.index(name) + 1]
-
-
-def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    return selector["matchLabels"].items() <= labels.items()
 
 
 def reference(expression: str) -> str:
@@ -98,17 +66,6 @@ def terraform_resources(file: str, resource_type: str) -> dict[str, dict[str, An
         for block in load_hcl(TERRAFORM_DIR / file)["resource"]
         for name, body in block.get(resource_type, {}).items()
     }
-
-
-def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from leaves(inner, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            yield from leaves(inner, f"{path}[{index}]")
-    else:
-        yield path, value
 
 
 def help_options(*command: str) -> dict[str, bool]:
@@ -129,7 +86,7 @@ def help_options(*command: str) -> dict[str, bool]:
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     kinds = sorted(m["kind"] for m in manifests)
     expected = ["Deployment", "Job", "NetworkPolicy", "Service"]
     if values_file == "values-production.yaml":
@@ -141,16 +98,7 @@ def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> Non
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_helm_lint_is_clean(values_file: str) -> None:
-    layers = [] if values_file == "values.yaml" else [_values_file(values_file)]
-    report = helm.lint(
-        CHART,
-        merged(*layers, INSTALL_VALUES),
-        strict=True,
-        namespace=NAMESPACE,
-        kube_version=f"v{kubernetes_version()}.0",
-    )
-    assert report["errors"] == []
-    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+    assert CHART.lint_problems(values_file) == []
 
 
 @pytest.mark.parametrize("missing", REQUIRED)
@@ -158,21 +106,20 @@ def test_install_time_values_have_no_made_up_defaults(missing: str) -> None:
     """Without one of the terraform outputs the render fails and names the value."""
     section, key = missing.split(".")
     values = merged(INSTALL_VALUES, {section: {key: ""}})
-    with pytest.raises(helm.HelmRenderError, match=rf"{re.escape(missing)} is required"):
-        _render(merged(_values_file("values-production.yaml"), values))
+    production = merged(CHART.values_file("values-production.yaml"), values)
+    assert f"{missing} is required" in CHART.refusal(production)
 
 
 def test_a_storage_account_that_cannot_exist_is_refused() -> None:
-    values = merged(INSTALL_VALUES, {"artifacts": {"storageAccount": "St-Aiplatform"}})
-    with pytest.raises(helm.HelmRenderError, match="is not a storage account name"):
-        _render(values)
+    account = {"artifacts": {"storageAccount": "St-Aiplatform"}}
+    assert "is not a storage account name" in CHART.refusal(merged(INSTALL_VALUES, account))
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_the_command_is_an_mlflow_server_invocation_the_installed_mlflow_accepts(
     values_file: str,
 ) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     server = container(manifests)
     command = server["command"]
     assert command[:2] == ["mlflow", "server"]
@@ -203,7 +150,7 @@ def test_the_command_is_an_mlflow_server_invocation_the_installed_mlflow_accepts
 def test_the_backend_store_is_the_terraform_server_over_psycopg2_without_a_password(
     values_file: str,
 ) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     uri = flag(container(manifests)["command"], "--backend-store-uri")
     url = make_url(uri)
     # SQLAlchemy 2 maps a bare postgresql:// to psycopg 3; libpq via psycopg2 reads PGPASSWORD.
@@ -228,7 +175,7 @@ def test_artifacts_go_to_the_terraform_container_with_the_dagster_workload_ident
 ) -> None:
     """The server proxies every artifact to the blob container terraform creates, as the
     identity terraform federates with the pod's service account and lets write there."""
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     destination = flag(container(manifests)["command"], "--artifacts-destination")
     container_name, account, path, suffix = AzureBlobArtifactRepository.parse_wasbs_uri(destination)
     [blob_container] = terraform_resources("storage.tf", "azurerm_storage_container").values()
@@ -259,11 +206,69 @@ def test_artifacts_go_to_the_terraform_container_with_the_dagster_workload_ident
     assert "serviceAccountName" not in job_pod["spec"]
 
 
+AZURE_BLOB_STORE_MODULES = {
+    "azure.storage.blob": "azure-storage-blob",
+    "azure.identity": "azure-identity",
+}
+"""What mlflow's wasbs:// store imports (without an account key), and the distribution of each."""
+
+
+def test_the_project_requires_what_the_blob_artifact_store_imports() -> None:
+    """The image installs the project with its dependencies, so the server's image has mlflow's
+    wasbs:// store only if pyproject.toml names the libraries it imports (mlflow does not)."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    required = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
+    for module, distribution in AZURE_BLOB_STORE_MODULES.items():
+        assert distribution in required, f"pyproject.toml does not require {distribution}"
+        files = {str(path) for path in importlib.metadata.distribution(distribution).files or []}
+        assert f"{module.replace('.', '/')}/__init__.py" in files, (distribution, module)
+
+
+WORKLOAD_IDENTITY_ENV = {
+    "AZURE_CLIENT_ID": "22222222-3333-4444-5555-666666666666",
+    "AZURE_TENANT_ID": "33333333-4444-5555-6666-777777777777",
+    "AZURE_AUTHORITY_HOST": "https://login.microsoftonline.com/",
+}
+"""What Azure's workload identity webhook injects into a pod labelled
+``azure.workload.identity/use: "true"``, besides AZURE_FEDERATED_TOKEN_FILE."""
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES)
+def test_the_installed_mlflow_opens_the_artifacts_destination_as_the_workload_identity(
+    values_file: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_network: None
+) -> None:
+    """`mlflow server --serve-artifacts` opens --artifacts-destination through its own handler,
+    whose wasbs:// store imports azure-storage-blob and, with no account key, azure-identity's
+    DefaultAzureCredential: both must be installed with the project, which the image installs.
+    Nothing connects before the first upload, so this runs offline (any connection fails it)."""
+    from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
+    from mlflow.server import ARTIFACTS_DESTINATION_ENV_VAR, handlers
+
+    destination = flag(container(CHART.rendered(values_file))["command"], "--artifacts-destination")
+    token = tmp_path / "azure-identity-token"
+    token.write_text("header.payload.signature")
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)  # the terraform account allows no shared keys
+    for name, value in {**WORKLOAD_IDENTITY_ENV, "AZURE_FEDERATED_TOKEN_FILE": str(token)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(ARTIFACTS_DESTINATION_ENV_VAR, destination)
+    monkeypatch.setattr(handlers, "_artifact_repo", None)  # the server's cached store
+
+    repository = handlers._get_artifact_repo_mlflow_artifacts()
+    assert isinstance(repository, AzureBlobArtifactRepository)
+    assert repository.artifact_uri == destination
+    _, account, _, suffix = AzureBlobArtifactRepository.parse_wasbs_uri(destination)
+    assert repository.client.url == f"https://{account}.{suffix}/"
+    credential = repository.client.credential
+    assert isinstance(credential, DefaultAzureCredential)
+    assert any(isinstance(c, WorkloadIdentityCredential) for c in credential.credentials)
+
+
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_probes_hit_health_on_the_server_port_which_the_service_exposes(
     values_file: str,
 ) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     server = container(manifests)
     ports = {p["name"]: p["containerPort"] for p in server["ports"]}
     for kind in ["startup", "liveness", "readiness"]:
@@ -288,8 +293,7 @@ def test_probes_hit_health_on_the_server_port_which_the_service_exposes(
 def test_the_documented_tracking_uri_reaches_the_service_and_passes_the_host_filter() -> None:
     """What values.yaml tells the platform to set: real settings, naming this Service, with a
     Host header the server accepts (MLflow answers 403 to any host it was not given)."""
-    comments = (CHART / "values.yaml").read_text()
-    documented = dict(re.findall(r"^#\s+(AIPLATFORM_MLFLOW_\w+)=(\S+)$", comments, re.M))
+    documented = documented_settings(CHART.path / "values.yaml")
     mlflow_settings = {v.name for v in describe(load_settings({})) if v.section == "mlflow"}
     assert documented.keys() <= mlflow_settings
     assert {"AIPLATFORM_MLFLOW_TRACKING_URI", "AIPLATFORM_MLFLOW_ARTIFACT_ROOT"} <= set(documented)
@@ -297,7 +301,7 @@ def test_the_documented_tracking_uri_reaches_the_service_and_passes_the_host_fil
     # An mlflow-artifacts URI: the platform's experiment then stores through the server's proxy.
     assert urlsplit(settings.artifact_root).scheme == "mlflow-artifacts"
 
-    manifests = rendered("values-production.yaml")
+    manifests = CHART.rendered("values-production.yaml")
     service = one(manifests, "Service")
     tracking = urlsplit(settings.tracking_uri)
     assert tracking.hostname == f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
@@ -318,14 +322,14 @@ def test_env_names_are_mlflows_own_variables(values_file: str) -> None:
         for variable in vars(mlflow.environment_variables).values()
         if isinstance(variable, mlflow.environment_variables._EnvironmentVariable)
     }
-    names = [e["name"] for e in container(rendered(values_file))["env"]]
+    names = [e["name"] for e in container(CHART.rendered(values_file))["env"]]
     assert len(names) == len(set(names))
     assert set(names) - LIBPQ_VARIABLES <= known
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_pods_run_locked_down_on_the_cpu_pool(values_file: str) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     for kind in ["Deployment", "Job"]:
         spec = pod_spec(manifests, kind)
         (only,) = spec["containers"]
@@ -347,14 +351,14 @@ def test_pods_run_locked_down_on_the_cpu_pool(values_file: str) -> None:
 
 
 def test_the_schema_is_migrated_once_before_servers_start() -> None:
-    job = one(rendered("values-production.yaml"), "Job")
+    job = one(CHART.rendered("values-production.yaml"), "Job")
     hooks = set(job["metadata"]["annotations"]["helm.sh/hook"].split(","))
     assert hooks == {"pre-install", "pre-upgrade"}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
 def test_production_keeps_a_server_up_through_drains() -> None:
-    manifests = rendered("values-production.yaml")
+    manifests = CHART.rendered("values-production.yaml")
     deployment = one(manifests, "Deployment")
     pdb = one(manifests, "PodDisruptionBudget")
     replicas = deployment["spec"]["replicas"]
@@ -367,25 +371,20 @@ def test_production_keeps_a_server_up_through_drains() -> None:
 
 
 def test_staging_runs_one_server_and_never_blocks_a_drain() -> None:
-    manifests = rendered("values-staging.yaml")
+    manifests = CHART.rendered("values-staging.yaml")
     assert one(manifests, "Deployment")["spec"]["replicas"] == 1
     assert not [m for m in manifests if m["kind"] == "PodDisruptionBudget"]
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_values_files_hold_no_secret_values(values_file: str) -> None:
-    for path, value in leaves(_values_file(values_file)):
-        if not isinstance(value, str):
-            continue
-        assert urlsplit(value).password is None, f"{path} is a URL with a password"
-        assert not re.search(r"AccountKey=|SharedAccessSignature=|[?&]sig=", value), path
-        assert "-----BEGIN" not in value, f"{path} holds a key or certificate"
-    assert not [m for m in rendered(values_file) if m["kind"] == "Secret"]
+    assert secret_literals(CHART.values_file(values_file)) == []
+    assert not [m for m in CHART.rendered(values_file) if m["kind"] == "Secret"]
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES)
 def test_network_policy_admits_only_the_platforms_namespace(values_file: str) -> None:
-    manifests = rendered(values_file)
+    manifests = CHART.rendered(values_file)
     policy = one(manifests, "NetworkPolicy")["spec"]
     for kind in ["Deployment", "Job"]:
         labels = one(manifests, kind)["spec"]["template"]["metadata"]["labels"]

@@ -7,22 +7,15 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from aiplatform_dagster_tests.infra.helm import render_chart
-from aiplatform_dagster_tests.infra.kubernetes import (
-    PROJECT_ROOT,
-    TERRAFORM_DIR,
-    load_hcl,
-    validate_manifests,
-)
+from aiplatform_dagster_tests.infra.charts import STORAGE
+from aiplatform_dagster_tests.infra.kubernetes import TERRAFORM_DIR, load_hcl, validate_manifests
 
-CHART = PROJECT_ROOT / "k8s" / "charts" / "aiplatform-storage"
-TERRAFORM_OUTPUTS = {"storageAccount": "staiplatformprdfiles", "resourceGroup": "rg-aiplatform-prd"}
+TERRAFORM_OUTPUTS = STORAGE.install_values["azure"]
 """What `terraform output` gives for production, passed with --set as the README says."""
 
 
 def rendered(azure: dict[str, str] = TERRAFORM_OUTPUTS) -> dict[str, dict[str, Any]]:
-    manifests = render_chart(CHART, {"azure": azure}, "aiplatform-storage", "aiplatform")
-    return {manifest["kind"]: manifest for manifest in manifests}
+    return {manifest["kind"]: manifest for manifest in STORAGE.render({"azure": azure})}
 
 
 def test_the_storage_manifests_are_valid_for_the_pinned_kubernetes() -> None:

@@ -28,6 +28,7 @@ from aiplatform_dagster_tests.infra.azurerm_schema import (
     resource_problems,
     used_types,
 )
+from aiplatform_dagster_tests.infra.charts import postgres_logins
 from aiplatform_dagster_tests.infra.kubernetes import TERRAFORM_DIR, kubernetes_version, load_hcl
 
 ENVIRONMENTS = sorted((TERRAFORM_DIR / "environments").glob("*.tfvars"))
@@ -337,10 +338,30 @@ def test_postgres_is_reachable_from_the_virtual_network_only() -> None:
     assert "administrator_password" not in server  # write-only: never in the state
     password = variables()[ref(server["administrator_password_wo"]).removeprefix("var.")]
     assert password["sensitive"] is True and password["ephemeral"] is True
+
+
+def test_the_server_has_exactly_the_databases_the_deployments_use() -> None:
+    """Read from the Helm values (Dagster's instance, the API, MLflow): a chart pointing at a
+    database terraform never creates fails here, and so does a database nothing uses."""
+    used = {login.database: login.deployment for login in postgres_logins()}
     databases = resources("azurerm_postgresql_flexible_server_database")
-    assert {db["name"] for db in databases.values()} == {"dagster", "aiplatform"}
+    assert {db["name"] for db in databases.values()} == used.keys()
+    assert {"dagster", "aiplatform-api", "aiplatform-mlflow"} <= set(used.values())
     for database in databases.values():
         assert ref(database["server_id"]) == "azurerm_postgresql_flexible_server.this.id"
+        assert database["lifecycle"][0]["prevent_destroy"] is True
+
+
+def test_every_deployment_signs_in_as_the_login_terraform_creates() -> None:
+    """The Secret aiplatform-postgres holds the administrator's password, so every DSN and
+    Dagster's storage must name the administrator login of its environment's server."""
+    default = variables()["postgres_administrator_login"]["default"]
+    logins = {
+        path.stem: load_hcl(path).get("postgres_administrator_login", default)
+        for path in ENVIRONMENTS
+    }
+    for login in postgres_logins():
+        assert login.user == logins.get(login.environment, default), login
 
 
 def private_endpoint_targets() -> dict[str, set[str]]:

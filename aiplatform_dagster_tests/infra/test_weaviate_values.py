@@ -15,8 +15,9 @@ import yaml
 
 from aiplatform_dagster.config import describe, load_settings
 from aiplatform_dagster.rag.index.weaviate_store import MINIMUM_VERSION, WeaviateEndpoint
-from aiplatform_dagster_tests.infra.helm import merged, render_chart
+from aiplatform_dagster_tests.infra.helm import merged, one, render_chart
 from aiplatform_dagster_tests.infra.kubernetes import PROJECT_ROOT, validate_manifests
+from aiplatform_dagster_tests.infra.settings import documented_settings
 
 CHART = Path(__file__).parent / "weaviate_chart" / "weaviate"
 VALUES = PROJECT_ROOT / "k8s" / "weaviate"
@@ -89,12 +90,6 @@ def upstream_text() -> str:
 
 def client_service() -> dict[str, Any]:
     return yaml.safe_load(CLIENT_SERVICE.read_text())
-
-
-def one(manifests: tuple[dict[str, Any], ...], kind: str) -> dict[str, Any]:
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
 
 
 def weaviate_container(manifests: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -310,8 +305,7 @@ def test_the_documented_settings_reach_weaviate_over_http_and_grpc() -> None:
     assert names, "the platform has no Weaviate settings"
     missing = {name for name in names if not re.search(rf"^#\s+{name}\b", comments, re.M)}
     assert not missing, f"not documented: {missing}"
-    assigned = dict(re.findall(r"^#\s+(AIPLATFORM_WEAVIATE_\w+)=(\S+)$", comments, re.M))
-    settings = load_settings(assigned).weaviate
+    settings = load_settings(documented_settings(VALUES / "values.yaml")).weaviate
     assert re.search(r"^#\s+WEAVIATE_API_KEY from Secret aiplatform-weaviate\b", comments, re.M)
 
     endpoint = WeaviateEndpoint.from_url(settings.url, settings.grpc_port)
