@@ -9,6 +9,10 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export AIPLATFORM_STORAGE_DIR ?= $(CURDIR)/storage
+# `make dev` and `make ingest` run each run's steps one after another in the run's process: it
+# loads the code location and the models once, where one process per step would load them again
+# for every step (the browser tests set the same).
+dev ingest: export AIPLATFORM_EXECUTION_EXECUTOR ?= in_process
 
 .PHONY: install dev test lint format bench ingest screenshots clean
 

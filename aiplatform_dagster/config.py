@@ -396,11 +396,13 @@ class ServingSettings(Section):
 
 class ExecutionSettings(Section):
     prefix: ClassVar[str] = "AIPLATFORM_EXECUTION_"
-    executor: Literal["multiprocess", "k8s"] = Field(
+    executor: Literal["multiprocess", "in_process", "k8s"] = Field(
         default="multiprocess",
         description="How Dagster runs a run's steps: 'multiprocess' (one process each, on this "
-        "machine or in the run's pod) or 'k8s' (each step its own Kubernetes Job on the node "
-        "pool its compute profile names; the production Helm values set it).",
+        "machine or in the run's pod), 'in_process' (one after another in the run's process, "
+        "which loads the code location and each model once: `make dev` sets it) or 'k8s' (each "
+        "step its own Kubernetes Job on the node pool its compute profile names; the "
+        "production Helm values set it).",
     )
     max_concurrent_gpu_steps: int = Field(
         default=1,

@@ -14,6 +14,8 @@ from typing import IO, TypeVar
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
+MAKE_DEV = {"AIPLATFORM_EXECUTION_EXECUTOR": "in_process"}
+"""What the Makefile's `dev` and `ingest` targets set beside the folders."""
 
 
 def free_port() -> int:

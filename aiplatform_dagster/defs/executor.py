@@ -1,5 +1,7 @@
-"""How a run's steps execute: in processes (the default, `make dev`), or each step as its own
-Kubernetes Job (``AIPLATFORM_EXECUTION_EXECUTOR=k8s``, set by the production Helm values).
+"""How a run's steps execute: in processes (Dagster's default), one after another in the run's
+own process (``in_process``, which `make dev` sets: on a laptop every step process would import
+the code location and load its model again, most of a short run's time), or each step as its
+own Kubernetes Job (``AIPLATFORM_EXECUTION_EXECUTOR=k8s``, set by the production Helm values).
 
 Under the ``k8s_job_executor`` the step's ``dagster-k8s/config`` op tag (its compute profile,
 ``compute.py``) shapes its Job; the K8sRunLauncher's settings (image, namespace, secrets,
@@ -17,6 +19,8 @@ def step_executor(execution: ExecutionSettings) -> dg.ExecutorDefinition | None:
     """The executor the settings name; None keeps Dagster's default (multiprocess)."""
     if execution.executor == "multiprocess":
         return None
+    if execution.executor == "in_process":
+        return dg.in_process_executor
     from dagster_k8s import k8s_job_executor  # the Kubernetes client loads only when used
 
     gpu_limit = {

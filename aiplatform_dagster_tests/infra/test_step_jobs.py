@@ -89,7 +89,9 @@ def test_the_production_definitions_use_the_k8s_job_executor(
     the run's own pod, on whatever pool that landed on."""
     assert asset_job(definitions).executor_def.name == "k8s"
     monkeypatch.delenv("AIPLATFORM_EXECUTION_EXECUTOR")
-    assert load_definitions().executor is None  # `make dev` keeps Dagster's multiprocess one
+    assert load_definitions().executor is None  # unset: Dagster's multiprocess one
+    monkeypatch.setenv("AIPLATFORM_EXECUTION_EXECUTOR", "in_process")  # as `make dev` sets it
+    assert load_definitions().executor.name == "in_process"
 
 
 def test_every_step_job_is_a_valid_kubernetes_job_on_its_profiles_pool(

@@ -19,7 +19,13 @@ import pytest
 from playwright.sync_api import expect
 
 from aiplatform_dagster_tests.agents.scripted_model import scripted_agent_model
-from aiplatform_dagster_tests.dagster_dev import BIN, PROJECT_ROOT, dagster_dev, instance_home
+from aiplatform_dagster_tests.dagster_dev import (
+    BIN,
+    MAKE_DEV,
+    PROJECT_ROOT,
+    dagster_dev,
+    instance_home,
+)
 from aiplatform_dagster_tests.fake_openai import FakeOpenAIServer
 from aiplatform_dagster_tests.ui.dagster_ui import (
     SHOTS,
@@ -49,6 +55,7 @@ def model_url() -> Iterator[str]:
 def env(tmp_path: Path, model_url: str) -> dict[str, str]:
     return {
         **os.environ,
+        **MAKE_DEV,
         "DAGSTER_HOME": str(instance_home(tmp_path / "dagster_home")),
         "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
         "AIPLATFORM_LLM_BASE_URL": model_url,

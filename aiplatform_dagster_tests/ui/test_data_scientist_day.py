@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, expect
 from aiplatform_dagster.config import SAMPLE_CORPUS_DIR
 from aiplatform_dagster_tests.dagster_dev import (
     BIN,
+    MAKE_DEV,
     PROJECT_ROOT,
     dagster_dev,
     instance_home,
@@ -60,6 +61,7 @@ def documents(tmp_path: Path) -> Path:
 def env(tmp_path: Path, documents: Path) -> dict[str, str]:
     return {
         **os.environ,
+        **MAKE_DEV,
         "DAGSTER_HOME": str(instance_home(tmp_path / "dagster_home")),
         "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
         "AIPLATFORM_DOCUMENTS_DIR": str(documents),

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from aiplatform_dagster_tests.dagster_dev import BIN, PROJECT_ROOT, dagster_dev, instance_home
+from aiplatform_dagster_tests.dagster_dev import (
+    BIN,
+    MAKE_DEV,
+    PROJECT_ROOT,
+    dagster_dev,
+    instance_home,
+)
 from aiplatform_dagster_tests.mlflow_server import _serve
 from aiplatform_dagster_tests.mlops.codenames import write_codename_benchmark, write_guides
 from aiplatform_dagster_tests.ui.dagster_ui import (
@@ -65,6 +71,7 @@ def benchmark(tmp_path: Path) -> Path:
 def env(tmp_path: Path, mlflow_url: str) -> dict[str, str]:
     return {
         **os.environ,
+        **MAKE_DEV,
         "DAGSTER_HOME": str(instance_home(tmp_path / "dagster_home")),
         "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
         "AIPLATFORM_DOCUMENTS_DIR": str(write_guides(tmp_path / "guides")),

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from aiplatform_dagster.defs.automation import follows_its_dependencies
 from aiplatform_dagster.defs.compute import CPU_LARGE, on_profile
 from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
@@ -53,7 +54,7 @@ class RetrievalEvalConfig(dg.Config):
     deps=[current_release],
     code_version="1",
     **on_profile(CPU_LARGE),
-    automation_condition=dg.AutomationCondition.eager(),
+    automation_condition=follows_its_dependencies(),
 )
 def retrieval_eval(
     context: dg.AssetExecutionContext, config: RetrievalEvalConfig, platform: PlatformResource

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from aiplatform_dagster.defs.automation import follows_its_dependencies
 from aiplatform_dagster.defs.compute import CPU_LARGE, on_profile
 from aiplatform_dagster.defs.ingestion.assets import current_release
 from aiplatform_dagster.defs.metadata import markdown_table
@@ -25,12 +26,12 @@ OWNERS = ["team:ml-platform"]
 DAGSTER_RUN = "dagster run"
 """How flips made by a run are recorded (``by``): the flip sensor reports only the others."""
 
-AUTOMATION = dg.AutomationCondition.eager().replace(
+AUTOMATION = follows_its_dependencies().replace(
     "any_deps_missing",
     dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(model_registry.key)),
 )
-"""Eager, also before any model is trained (model_registry stays missing until a first move),
-never before ingestion has made a ``current`` release."""
+"""Follows its dependencies, also before any model is trained (model_registry stays missing
+until a first move), never before ingestion has made a ``current`` release."""
 
 
 @dg.asset(
