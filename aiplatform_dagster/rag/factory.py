@@ -37,7 +37,7 @@ from aiplatform_dagster.rag.index.vector_backends import EmbeddedBackend, Vector
 from aiplatform_dagster.rag.query.accounting import PriceTable
 from aiplatform_dagster.rag.query.cache import open_cache
 from aiplatform_dagster.rag.query.engine import QueryEngine, QueryOptions
-from aiplatform_dagster.rag.query.rerank import Reranker, load_reranker
+from aiplatform_dagster.rag.query.rerank import Reranker, is_mlflow_uri, load_reranker
 from aiplatform_dagster.rag.query.retriever import FusionMethod, HybridConfig, Retriever
 from aiplatform_dagster.rag.query.router import Router, RoutingRules, RuleRouter
 
@@ -194,15 +194,20 @@ def build_reranker(settings: Settings, inference: Inference = TORCH) -> Reranker
     the first training registers a version, there is none (search without reranking). With
     ``inference`` "onnx" or "onnx-int8", the ONNX copy of its model scores the pairs."""
     model = settings.reranker.model
-    if _in_registry(model):
-        from aiplatform_dagster.mlops.serving import optional_model_folder
+    tracking_uri = None
+    if model and is_mlflow_uri(model):  # mlflow is imported only for a model that lives there
         from aiplatform_dagster.mlops.tracking import mlflow_target
 
-        found = optional_model_folder(mlflow_target(settings), model, model_cache(settings))
-        model = str(found[1]) if found else None
+        target = mlflow_target(settings)
+        tracking_uri = target.tracking_uri
+        if _in_registry(model):
+            from aiplatform_dagster.mlops.serving import optional_model_folder
+
+            found = optional_model_folder(target, model, model_cache(settings))
+            model = str(found[1]) if found else None
     if inference != TORCH and model and model.strip():
         return OnnxReranker(model.strip(), onnx_cache(settings), inference)
-    return load_reranker(model, settings.reranker.device)
+    return load_reranker(model, settings.reranker.device, tracking_uri)
 
 
 @dataclass(frozen=True)

@@ -110,15 +110,22 @@ class CrossEncoderReranker:
 
     ``model`` is a local folder, a hub model name (served from the local cache unless
     HF_HUB_OFFLINE=0), or an MLflow URI: models:/name/version, models:/name@alias, runs:/...
-    or mlflow-artifacts:/... holding a saved CrossEncoder folder.
+    or mlflow-artifacts:/... holding a saved CrossEncoder folder, read from ``tracking_uri``
+    (None: MLflow's own default, MLFLOW_TRACKING_URI).
     """
 
     def __init__(
-        self, model: str, device: str = "cpu", batch_size: int = 32, max_length: int = 512
+        self,
+        model: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+        tracking_uri: str | None = None,
     ) -> None:
         if not is_mlflow_uri(model):
             _check_local_model(model)
         self._source = model
+        self._tracking_uri = tracking_uri
         self._device = device
         self._batch_size = batch_size
         self._max_length = max_length
@@ -143,7 +150,8 @@ class CrossEncoderReranker:
             return self._load(self._source)
         # The weights are read into memory, so the download can go once loading is done.
         with tempfile.TemporaryDirectory(prefix="reranker-") as download_dir:
-            return self._load(str(_download_from_mlflow(self._source, Path(download_dir))))
+            folder = _download_from_mlflow(self._source, Path(download_dir), self._tracking_uri)
+            return self._load(str(folder))
 
     def _load(self, path_or_name: str) -> tuple[Any, Interpolation]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,11 +199,13 @@ class CrossEncoderReranker:
         return rescored[:top_n]
 
 
-def load_reranker(model: str | None, device: str = "cpu") -> Reranker | None:
+def load_reranker(
+    model: str | None, device: str = "cpu", tracking_uri: str | None = None
+) -> Reranker | None:
     """The configured reranker, or None when no model is set (reranking is then skipped)."""
     if model is None or not model.strip():
         return None
-    return CrossEncoderReranker(model.strip(), device=device)
+    return CrossEncoderReranker(model.strip(), device=device, tracking_uri=tracking_uri)
 
 
 def _looks_like_path(model: str) -> bool:
@@ -224,18 +234,23 @@ def _check_local_model(model: str) -> None:
         )
 
 
-def _download_from_mlflow(uri: str, destination: Path) -> Path:
+def _download_from_mlflow(uri: str, destination: Path, tracking_uri: str | None) -> Path:
     """Download ``uri`` and return the folder inside it that holds the model's config.json."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=destination))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=destination, tracking_uri=tracking_uri
+            )
+        )
     except MlflowException as exc:
         raise RerankerError(
             f"Could not download reranker {uri} from the MLflow tracking server "
-            f"{mlflow.get_tracking_uri()}: {exc.message}. Check MLFLOW_TRACKING_URI, and that "
-            f"the run, model version or alias that {MODEL_VARIABLE} names exists."
+            f"{tracking_uri or mlflow.get_tracking_uri()}: {exc.message}. Check "
+            f"AIPLATFORM_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI), and that the run, model "
+            f"version or alias that {MODEL_VARIABLE} names exists."
         ) from exc
     configs = sorted(
         local.rglob("config.json"), key=lambda config: (len(config.parts), str(config))

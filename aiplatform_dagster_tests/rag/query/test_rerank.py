@@ -202,3 +202,37 @@ def test_a_folder_without_a_model_is_refused(tmp_path: Path) -> None:
 def test_an_embedding_model_folder_is_refused() -> None:
     with pytest.raises(RerankerError, match="not a cross-encoder"):
         load_reranker(packaged_minilm_path())
+
+
+def test_a_run_uri_is_read_from_the_platform_s_mlflow_not_mlflow_s_default(
+    cross_encoder_dir: Path,
+    mlflow_store: str,
+    candidates: list[RetrievedChunk],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pod sets AIPLATFORM_MLFLOW_TRACKING_URI (k8s values), not MLflow's own variable."""
+    import mlflow
+
+    from aiplatform_dagster.config import load_settings
+    from aiplatform_dagster.rag.factory import build_reranker
+
+    with mlflow.start_run(experiment_id=mlflow_store) as run:
+        mlflow.log_artifacts(str(cross_encoder_dir), "reranker")
+    platform_store = mlflow.get_tracking_uri()
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    mlflow.set_tracking_uri(elsewhere)  # MLflow's own default now names an empty store
+    settings = load_settings(
+        {
+            "AIPLATFORM_RERANKER_MODEL": f"runs:/{run.info.run_id}/reranker",
+            "AIPLATFORM_MLFLOW_TRACKING_URI": platform_store,
+            "AIPLATFORM_STORAGE_DIR": str(tmp_path / "storage"),
+        }
+    )
+    try:
+        reranker = build_reranker(settings)
+        assert reranker is not None
+        assert len(reranker.rerank(QUERY, candidates, top_n=3)) == 3
+    finally:
+        mlflow.set_tracking_uri(platform_store)
