@@ -1,8 +1,11 @@
-"""``aiplatform serve``, ``aiplatform key ...`` and ``aiplatform release ...``: run the API,
-manage its keys, and publish or roll back what it serves."""
+"""``aiplatform serve``, ``aiplatform key ...``, ``aiplatform release ...`` and ``aiplatform
+validate``: run the API, manage its keys, publish or roll back what it serves, and judge a
+deployed API against a thresholds file."""
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from aiplatform_dagster.serving.keys import Scope
@@ -44,6 +47,37 @@ def add_serving_commands(commands: Any) -> None:
     rollback = actions.add_parser("rollback", help="Flip back to the release live before.")
     rollback.add_argument("--reason", default="rolled back from the CLI")
     rollback.set_defaults(handler=_rollback)
+
+    validate = commands.add_parser(
+        "validate",
+        help="Judge a deployed serving API against a thresholds file: retrieval quality on the "
+        "golden set, smoke queries and agent tasks, latency, errors. Exit 0: every check "
+        "passed; 1: a threshold broke; 2: usage or connection error.",
+        description="The API key is read from AIPLATFORM_VALIDATE_API_KEY (scopes query and "
+        "agent), never from the command line.",
+    )
+    validate.add_argument("--endpoint", required=True, help="The API's base URL.")
+    validate.add_argument(
+        "--thresholds",
+        type=Path,
+        required=True,
+        help="Thresholds YAML, e.g. k8s/validation/thresholds-staging.yaml.",
+    )
+    validate.add_argument(
+        "--golden",
+        type=Path,
+        help="BEIR golden folder (queries.jsonl, qrels/test.tsv); default: the one the "
+        "platform smoke-tests releases on (AIPLATFORM_SERVING_SMOKE_QUERIES or the packaged set).",
+    )
+    validate.add_argument("--json", dest="json_path", type=Path, help="Also write the report here.")
+    validate.add_argument(
+        "--repeat",
+        type=_count,
+        help="Repeated queries for latency (default: the thresholds "
+        "file's latency_ms.extra_requests).",
+    )
+    validate.add_argument("--timeout", type=float, default=120.0, help="Seconds per request.")
+    validate.set_defaults(handler=_validate)
 
 
 def _serve(args: argparse.Namespace, settings: Any) -> int:
@@ -141,3 +175,27 @@ def _rollback(args: argparse.Namespace, settings: Any) -> int:
     print(f"live: {flip.release} (was {flip.previous}); the API follows within "
           f"{settings.serving.refresh_s:g} s")  # fmt: skip
     return 0
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _validate(args: argparse.Namespace, settings: Any) -> int:
+    from aiplatform_dagster.evaluation.runner import judged_questions_dir
+    from aiplatform_dagster.serving.validation import run_validation
+
+    report = run_validation(
+        args.endpoint,
+        args.thresholds,
+        args.golden or judged_questions_dir(settings),
+        repeat=args.repeat,
+        timeout_s=args.timeout,
+    )
+    print(report.table())
+    if args.json_path:
+        report.write_json(args.json_path)
+        print(f"report written to {args.json_path}", file=sys.stderr)
+    return 0 if report.passed else 1
