@@ -81,6 +81,7 @@ def app_routes() -> set[str]:
 def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> None:
     manifests = CHART.rendered(values_file)
     kinds = sorted(m["kind"] for m in manifests)
+    migration = ["Job"] if values_file != "values.yaml" else []  # with PostgreSQL: agent store
     assert kinds == sorted(
         [
             "Deployment",
@@ -91,6 +92,7 @@ def test_renders_valid_manifests_at_the_cluster_version(values_file: str) -> Non
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
+            *migration,
         ]
     )
     assert validate_manifests(manifests) == []
@@ -330,3 +332,25 @@ def test_network_policy_admits_only_the_ingress_controller_and_prometheus(
     assert mlflow_ports <= egress_ports_to(policy, one(mlflow, "Service")["spec"]["selector"])
     assert weaviate_ports <= egress_ports_to(policy, weaviate["selector"])
     assert not egress_ports_to(policy, {"app": "other"}) & (mlflow_ports | weaviate_ports)
+
+
+@pytest.mark.parametrize("values_file", ["values-staging.yaml", "values-production.yaml"])
+def test_the_agent_store_is_migrated_once_before_new_pods_start(values_file: str) -> None:
+    """README: run the agent store's migration once per release before agents run. A Helm
+    pre-install/pre-upgrade hook does it with the release's image and the API's database."""
+    manifests = CHART.rendered(values_file)
+    job = one(manifests, "Job")
+    hooks = job["metadata"]["annotations"]["helm.sh/hook"].split(",")
+    assert hooks == ["pre-install", "pre-upgrade"]
+    migration, api = container(manifests, "Job"), container(manifests)
+    assert migration["command"] == ["aiplatform", "agent", "migrate"]
+    assert migration["image"] == api["image"]  # the code that will serve
+    env = {e["name"]: e for e in migration["env"]}
+    api_env = {e["name"]: e for e in api["env"]}
+    for name in ("AIPLATFORM_AGENTS_CHECKPOINT_DSN", "PGPASSWORD"):
+        assert env[name] == api_env[name], name  # the same database, the password by reference
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    for kind in ("Service", "PodDisruptionBudget"):  # no traffic and no drain budget for it
+        selector = one(manifests, kind)["spec"]["selector"]
+        assert not selects(selector if kind != "Service" else {"matchLabels": selector}, labels)
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False

@@ -33,3 +33,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "postgresql://%s@%s:%v/%s?sslmode=%s" .user $host .port .database .sslmode -}}
 {{- end -}}
 {{- end }}
+
+{{/* The migration Job's pods: not the API's selector labels, so no Service, PDB or
+NetworkPolicy of the API selects them. */}}
+{{- define "aiplatform-api.migrationLabels" -}}
+app.kubernetes.io/name: {{ include "aiplatform-api.name" . }}-agent-store-migration
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent-store-migration
+app.kubernetes.io/part-of: aiplatform
+app.kubernetes.io/version: {{ .Values.image.tag | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
