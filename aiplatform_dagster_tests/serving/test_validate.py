@@ -199,8 +199,10 @@ def test_a_good_release_passes_every_check_of_the_shipped_thresholds(
     assert all(check["passed"] for check in report["checks"]), report["checks"]
     assert report["release_id"] and report["index_release"]
     checks = report["by_key"]
-    assert 0.5 < checks["retrieval.min_ndcg"]["measured"] <= 1.0
-    assert 0.5 < checks["retrieval.min_recall"]["measured"] <= 1.0
+    # Scored through the API as the README reports the sample release (nDCG@10 0.9455, recall@10
+    # 0.9875): retrieval is deterministic, so the API's ranking must keep the release's quality.
+    assert checks["retrieval.min_ndcg"]["measured"] >= 0.94
+    assert checks["retrieval.min_recall"]["measured"] >= 0.98
     assert checks["latency_ms.max_p95"]["measured"] > 0
     assert checks["max_error_rate"]["measured"] == 0.0
     assert report["requests"]["evaluation"] == 40  # the packaged golden set, every query

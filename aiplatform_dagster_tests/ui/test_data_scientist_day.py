@@ -119,7 +119,8 @@ def test_a_data_scientists_day_in_the_dagster_ui(
     expect(page.get_by_role("menuitem")).to_have_count(0)
     for name in ("ingestion", "evaluation", "training", "monitoring", "agents", "serving",
                  "index_release", "current_release", "retrieval_eval", "query_router_model",
-                 "serving_release", "labelling_queue"):  # fmt: skip
+                 "serving_release", "labelling_queue", "ingestion_scale_out",
+                 "embedding_shards"):  # fmt: skip
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     ui.shot("01-lineage")
 
